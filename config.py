@@ -1,0 +1,113 @@
+"""Settings from the environment (and a `.env` file), validated once at start-up.
+
+Every problem is a `ConfigError` whose message is one sentence a person can act on;
+`server.py` prints it on stderr and exits non-zero instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from dotenv import dotenv_values
+
+DEFAULT_DATABASE_URL = "sqlite:///./data/providers.db"
+DEFAULT_BACKUP_FILE = "./data/config_backup.json"
+SECRET_FILE_NAME = "secret.key"
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or unusable; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_path: Path
+    backup_file: Path
+    # Secrets from BACKEND_API_KEY_SECRET, first one current; empty means "use secret_file".
+    api_key_secrets: tuple[str, ...]
+    secret_file: Path
+    request_timeout_seconds: float
+    admin_token: str | None
+    host: str
+    port: int
+    test_concurrency: int
+    check_interval_seconds: float
+
+
+def read_environment(env_file: Path | None = None) -> dict[str, str]:
+    """The process environment over the values of a `.env` file (the real environment wins)."""
+    env_file = env_file or Path.cwd() / ".env"
+    from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file.is_file() else {}
+    return {**from_file, **os.environ}
+
+
+def load_settings(env: Mapping[str, str], host: str | None = None, port: int | None = None,
+                  backup_file: str | None = None) -> Settings:
+    """Build `Settings` from `env`; command-line values (when given) win over the environment."""
+    database_path = parse_database_url(env.get("BACKEND_DATABASE_URL") or DEFAULT_DATABASE_URL)
+    secrets = tuple(s.strip() for s in env.get("BACKEND_API_KEY_SECRET", "").split(",") if s.strip())
+    token = env.get("BACKEND_ADMIN_TOKEN") or None
+    settings = Settings(
+        database_path=database_path,
+        backup_file=Path(backup_file or env.get("BACKEND_BACKUP_FILE") or DEFAULT_BACKUP_FILE),
+        api_key_secrets=secrets,
+        secret_file=database_path.parent / SECRET_FILE_NAME,
+        request_timeout_seconds=_number(env, "BACKEND_REQUEST_TIMEOUT_SECONDS", "10", float, minimum=0.001),
+        admin_token=token,
+        host=host or env.get("BACKEND_HOST") or "127.0.0.1",
+        port=port if port is not None else _number(env, "BACKEND_PORT", "8000", int, minimum=1, maximum=65535),
+        test_concurrency=_number(env, "BACKEND_TEST_CONCURRENCY", "20", int, minimum=1, maximum=1000),
+        check_interval_seconds=_number(env, "BACKEND_CHECK_INTERVAL_SECONDS", "0", float, minimum=0),
+    )
+    if settings.admin_token is None and not is_loopback_host(settings.host):
+        raise ConfigError(
+            f"refusing to listen on {settings.host} without an admin token: set BACKEND_ADMIN_TOKEN "
+            "(e.g. BACKEND_ADMIN_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')) "
+            "or listen on 127.0.0.1")
+    return settings
+
+
+def parse_database_url(url: str) -> Path:
+    """`sqlite:///relative.db`, `sqlite:////absolute.db` or a bare path -> the database file's path."""
+    url = url.strip()
+    if "://" in url:
+        scheme, _, rest = url.partition("://")
+        if scheme.lower() != "sqlite":
+            raise ConfigError(f"BACKEND_DATABASE_URL must be a sqlite:/// URL or a file path, not a {scheme}:// URL")
+        if not rest.startswith("/") or rest == "/":
+            raise ConfigError("BACKEND_DATABASE_URL is malformed: write sqlite:///relative/path.db "
+                              "or sqlite:////absolute/path.db")
+        path = rest[1:]  # sqlite:///x.db -> "x.db"; sqlite:////abs/x.db -> "/abs/x.db"
+    else:
+        path = url
+    if not path or path == ":memory:" or path.endswith("/"):
+        raise ConfigError("BACKEND_DATABASE_URL must name a database file, e.g. sqlite:///./data/providers.db")
+    return Path(path)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _number(env: Mapping[str, str], name: str, default: str, kind: type, minimum: float,
+            maximum: float | None = None):
+    raw = (env.get(name) or default).strip()
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    kind_name = "a whole number" if kind is int else "a number"
+    if value is None or not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
+        bounds = f"at least {minimum:g}" if maximum is None else f"from {minimum:g} to {maximum:g}"
+        raise ConfigError(f"{name} must be {kind_name} {bounds}, not {raw!r}")
+    return value

@@ -1,0 +1,228 @@
+"""Connectivity probes: one GET per provider with its native auth, through Tornado's curl client.
+
+No SQL here and no HTTP serving: callers hand in a `ProbeTarget` (with the plaintext key, which
+goes into a request header and nowhere else) and get back a result dict in SPEC's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Mapping
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import pycurl
+from tornado.curl_httpclient import CurlAsyncHTTPClient, CurlError
+from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
+
+from timestamps import utc_timestamp
+
+# A model list is small; anything past this is not parsed (and not kept in memory).
+MAX_BODY_BYTES = 4 * 1024 * 1024
+USER_AGENT = "provider-registry/1.0"
+
+_OFFLINE_DETAILS = {
+    pycurl.E_COULDNT_CONNECT: "connection refused",
+    pycurl.E_COULDNT_RESOLVE_HOST: "DNS lookup failed",
+    pycurl.E_COULDNT_RESOLVE_PROXY: "DNS lookup of the proxy failed",
+    pycurl.E_GOT_NOTHING: "empty reply from server",
+    pycurl.E_RECV_ERROR: "connection reset while receiving",
+    pycurl.E_SEND_ERROR: "connection reset while sending",
+}
+_TLS_ERRORS = {pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CACERT_BADFILE,
+               pycurl.E_SSL_CERTPROBLEM, pycurl.E_SSL_CIPHER, pycurl.E_SSL_ENGINE_NOTFOUND,
+               pycurl.E_SSL_CRL_BADFILE, pycurl.E_SSL_ISSUER_ERROR, pycurl.E_SSL_SHUTDOWN_FAILED}
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """What a probe needs to know about a provider."""
+    type: str
+    base_url: str
+    api_key: str | None = None
+    models: list[str] = field(default_factory=list)
+    # Set instead of api_key when the stored key cannot be decrypted: nothing is sent then.
+    key_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    result: dict[str, Any]
+    offered_models: list[str] | None  # the upstream list, when the answer had one
+
+
+def probe_url_and_headers(target: ProbeTarget) -> tuple[str, dict[str, str]]:
+    """The request SPEC's table prescribes for each provider type."""
+    key = target.api_key
+    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    if target.type == "ollama":
+        path, query = "/api/tags", ""
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+    elif target.type == "azure":
+        path, query = "/models", "api-version=2024-10-21"
+        if key:
+            headers["api-key"] = key
+    else:
+        path, query = "/models", ""
+        if key and target.type == "anthropic":
+            headers["x-api-key"] = key
+        elif key and target.type == "gemini":
+            headers["x-goog-api-key"] = key
+        elif key:
+            headers["Authorization"] = f"Bearer {key}"
+        if target.type == "anthropic":
+            headers["anthropic-version"] = "2023-06-01"
+    parts = urlsplit(target.base_url)
+    merged_query = "&".join(q for q in (parts.query, query) if q)
+    url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + path, merged_query, ""))
+    return url, headers
+
+
+def offered_models(provider_type: str, body: bytes) -> list[str] | None:
+    """The model ids a /models (or Ollama /api/tags) answer lists, or None when it has no list."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    list_key, id_key = ("models", "name") if provider_type in ("gemini", "ollama") else ("data", "id")
+    entries = document.get(list_key)
+    if not isinstance(entries, list):
+        return None
+    ids = [e[id_key] for e in entries if isinstance(e, dict) and isinstance(e.get(id_key), str)]
+    if provider_type == "gemini":
+        ids = [i.removeprefix("models/") for i in ids]
+    return list(dict.fromkeys(ids))
+
+
+def curl_timings(time_info: Mapping[str, float]) -> dict[str, float | None]:
+    """curl's cumulative phase times in ms; a phase the request never reached is None, not 0."""
+    def ms(name: str) -> float | None:
+        value = time_info.get(name) or 0.0
+        return round(value * 1000, 3) if value > 0 else None
+
+    timings = {"dns_ms": ms("namelookup"), "connect_ms": ms("connect"), "tls_ms": ms("appconnect"),
+               "first_byte_ms": ms("starttransfer"), "total_ms": ms("total")}
+    if timings["dns_ms"] is None and timings["connect_ms"] is not None:
+        timings["dns_ms"] = 0.0  # an IP literal needs no lookup, but the phase was passed
+    return timings
+
+
+class _CurlClientKeepingFailures(CurlAsyncHTTPClient):
+    """Tornado raises a CurlError without its response for transport failures; attach the response
+    so its curl timings (connect time of a timed-out request, say) are not lost."""
+
+    def fetch_impl(self, request, callback):
+        def keep_response(response: HTTPResponse) -> None:
+            if isinstance(response.error, HTTPClientError) and response.error.response is None:
+                response.error.response = response
+            callback(response)
+        super().fetch_impl(request, keep_response)
+
+
+class Prober:
+    """Sends probes; one curl client for the whole process, created on first use in the running loop."""
+
+    def __init__(self, timeout_seconds: float, max_clients: int):
+        self.timeout_seconds = timeout_seconds
+        self.max_clients = max_clients
+        self._client: CurlAsyncHTTPClient | None = None
+
+    def _http_client(self) -> CurlAsyncHTTPClient:
+        if self._client is None:
+            logging.getLogger("tornado.curl_httpclient").setLevel(logging.INFO)  # its DEBUG is per-socket noise
+            self._client = _CurlClientKeepingFailures(force_instance=True, max_clients=self.max_clients)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def probe(self, target: ProbeTarget) -> dict[str, Any]:
+        return (await self.exchange(target)).result
+
+    async def probe_many(self, targets: Mapping[Hashable, ProbeTarget], concurrency: int) -> dict[Hashable, dict]:
+        """Probe all targets, never more than `concurrency` in flight; results by the targets' keys."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(key: Hashable, target: ProbeTarget) -> tuple[Hashable, dict]:
+            async with gate:
+                return key, await self.probe(target)
+
+        return dict(await asyncio.gather(*(one(k, t) for k, t in targets.items())))
+
+    async def exchange(self, target: ProbeTarget) -> ProbeOutcome:
+        """Send the probe and classify the answer; never raises for anything the network does."""
+        checked_at = utc_timestamp()
+        if target.key_error:
+            return ProbeOutcome(_result("error", None, 0.0, target.key_error, None, checked_at, curl_timings({})),
+                                None)
+        url, headers = probe_url_and_headers(target)
+        body = bytearray()
+        overflow = False
+
+        def collect(chunk: bytes) -> None:
+            nonlocal overflow
+            if len(body) + len(chunk) > MAX_BODY_BYTES:
+                overflow = True
+            elif not overflow:
+                body.extend(chunk)
+
+        request = HTTPRequest(url, method="GET", headers=headers, follow_redirects=False,
+                              connect_timeout=self.timeout_seconds, request_timeout=self.timeout_seconds,
+                              streaming_callback=collect)
+        started = time.monotonic()
+        try:
+            response = await self._http_client().fetch(request, raise_error=False)
+        except CurlError as exc:
+            response = exc.response
+            timings = curl_timings(response.time_info if response is not None else {})
+            latency = timings["total_ms"] or round((time.monotonic() - started) * 1000, 3)
+            return ProbeOutcome(_result("offline", None, latency, self._transport_detail(exc), None,
+                                        checked_at, timings), None)
+        timings = curl_timings(response.time_info)
+        latency = timings["total_ms"] or round((time.monotonic() - started) * 1000, 3)
+        code = response.code
+        models = None
+        if 200 <= code < 300:
+            status, detail = "online", None
+            models = None if overflow else offered_models(target.type, bytes(body))
+        elif code in (401, 403):
+            status, detail = "unauthorized", f"HTTP {code} {response.reason or ''}".strip()
+        elif 300 <= code < 400:
+            status, detail = "error", _redirect_detail(code, url, response.headers.get("Location"))
+        else:
+            status, detail = "error", f"HTTP {code} {response.reason or ''}".strip()
+        missing = None if models is None else [m for m in target.models if m not in set(models)]
+        return ProbeOutcome(_result(status, code, latency, detail, missing, checked_at, timings), models)
+
+    def _transport_detail(self, exc: CurlError) -> str:
+        if exc.errno == pycurl.E_OPERATION_TIMEDOUT:
+            return f"timeout after {self.timeout_seconds:.1f} s"
+        if exc.errno in _TLS_ERRORS:
+            return f"TLS failure: {exc.message}"
+        if exc.errno in _OFFLINE_DETAILS:
+            return f"{_OFFLINE_DETAILS[exc.errno]}: {exc.message}"
+        return f"request failed: {exc.message}"
+
+
+def _redirect_detail(code: int, url: str, location: str | None) -> str:
+    if not location:
+        return f"HTTP {code} redirect without a Location (not followed)"
+    target = urlsplit(urljoin(url, location))
+    where = target.hostname or "an invalid location"
+    if target.port:
+        where += f":{target.port}"
+    return f"HTTP {code} redirect to {where} (not followed)"
+
+
+def _result(status: str, status_code: int | None, latency_ms: float, detail: str | None,
+            missing_models: list[str] | None, checked_at: str, timings: dict) -> dict[str, Any]:
+    return {"status": status, "status_code": status_code, "latency_ms": round(latency_ms, 2), "detail": detail,
+            "missing_models": missing_models, "checked_at": checked_at, "timings": timings}

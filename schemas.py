@@ -1,0 +1,197 @@
+"""Every JSON schema of the API and of the backup document, and the validators built from them.
+
+One source of truth: the handlers validate with these objects and `/openapi.json` is generated
+from the same dicts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+PROVIDER_TYPES = ["openai", "anthropic", "gemini", "azure", "ollama"]
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
+
+_format_checker = FormatChecker(formats=())
+
+
+@_format_checker.checks("uri")
+def is_provider_base_url(value: object) -> bool:
+    """Absolute http(s) URL with a host, no user-info, no fragment, no whitespace or control chars."""
+    if not isinstance(value, str):
+        return True
+    if re.search(r"[\s\x00-\x1f\x7f]", value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # raises ValueError on a bad port
+    except ValueError:
+        return False
+    return (parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+            and "@" not in parts.netloc and "#" not in value)
+
+
+NAME = {"type": "string", "minLength": 1, "maxLength": 100,
+        "description": "Unique, case-insensitively; stored trimmed."}
+PROVIDER_TYPE = {"type": "string", "enum": PROVIDER_TYPES}
+BASE_URL = {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
+            "description": "Absolute http/https URL with a host, no user-info, no fragment; a trailing / is dropped."}
+API_KEY = {"type": ["string", "null"], "minLength": 1, "maxLength": 4096, "pattern": "^[!-~]+$",
+           "description": "Write-only; printable ASCII without spaces. null removes the key."}
+MODELS = {"type": "array", "maxItems": 1000, "uniqueItems": True,
+          "items": {"type": "string", "minLength": 1, "maxLength": 200}}
+IS_ACTIVE = {"type": "boolean"}
+
+_WRITABLE = {"name": NAME, "type": PROVIDER_TYPE, "base_url": BASE_URL, "api_key": API_KEY,
+             "models": MODELS, "is_active": IS_ACTIVE}
+
+PROVIDER_CREATE = {
+    "type": "object",
+    "properties": _WRITABLE,
+    "required": ["name", "base_url"],
+    "additionalProperties": False,
+}
+PROVIDER_UPDATE = {
+    "type": "object",
+    "properties": {**_WRITABLE, "name": NAME, "type": PROVIDER_TYPE},
+    "additionalProperties": False,
+}
+
+TIMINGS = {
+    "type": "object",
+    "properties": {k: {"type": ["number", "null"]} for k in
+                   ("dns_ms", "connect_ms", "tls_ms", "first_byte_ms", "total_ms")},
+    "required": ["dns_ms", "connect_ms", "tls_ms", "first_byte_ms", "total_ms"],
+}
+TEST_RESULT = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["online", "unauthorized", "error", "offline"]},
+        "status_code": {"type": ["integer", "null"]},
+        "latency_ms": {"type": "number"},
+        "detail": {"type": ["string", "null"]},
+        "missing_models": {"type": ["array", "null"], "items": {"type": "string"}},
+        "checked_at": {"type": "string", "pattern": TIMESTAMP_PATTERN},
+        "timings": TIMINGS,
+    },
+    "required": ["status", "status_code", "latency_ms", "detail", "missing_models", "checked_at"],
+}
+
+PROVIDER = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "name": {"type": "string"},
+        "type": PROVIDER_TYPE,
+        "base_url": {"type": "string"},
+        "models": {"type": "array", "items": {"type": "string"}},
+        "is_active": {"type": "boolean"},
+        "has_api_key": {"type": "boolean"},
+        "api_key_preview": {"type": ["string", "null"]},
+        "created_at": {"type": "string"},
+        "updated_at": {"type": "string"},
+        "last_test": {"oneOf": [TEST_RESULT, {"type": "null"}]},
+    },
+    "required": ["id", "name", "type", "base_url", "models", "is_active", "has_api_key",
+                 "api_key_preview", "created_at", "updated_at", "last_test"],
+}
+
+BACKUP_FORMAT = "provider-registry-backup"
+BACKUP_VERSION = 1
+BACKUP_PROVIDER = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer", "minimum": 1, "maximum": 2**62},
+        "name": {**NAME, "pattern": r"^\S([\s\S]*\S)?$"},
+        "type": PROVIDER_TYPE,
+        "base_url": {**BASE_URL, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[\\s\\S]*[^/]$"},
+        "api_key": {"type": ["string", "null"], "minLength": 1, "maxLength": 20000,
+                    "description": "Fernet ciphertext of the key, never the plaintext."},
+        "models": MODELS,
+        "is_active": IS_ACTIVE,
+        "created_at": {"type": "string", "pattern": TIMESTAMP_PATTERN},
+        "updated_at": {"type": "string", "pattern": TIMESTAMP_PATTERN},
+        "last_test": {"oneOf": [TEST_RESULT, {"type": "null"}]},
+    },
+    "required": ["id", "name", "type", "base_url", "api_key", "models", "is_active",
+                 "created_at", "updated_at", "last_test"],
+    "additionalProperties": False,
+}
+BACKUP_DOCUMENT = {
+    "type": "object",
+    "properties": {
+        "format": {"const": BACKUP_FORMAT},
+        "version": {"const": BACKUP_VERSION},
+        "exported_at": {"type": "string", "pattern": TIMESTAMP_PATTERN},
+        "providers": {"type": "array", "items": BACKUP_PROVIDER},
+    },
+    "required": ["format", "version", "providers"],
+}
+
+ERROR = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {
+            "type": "object",
+            "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["path", "message"]}},
+    },
+    "required": ["detail"],
+}
+
+provider_create_validator = Draft202012Validator(PROVIDER_CREATE, format_checker=_format_checker)
+provider_update_validator = Draft202012Validator(PROVIDER_UPDATE, format_checker=_format_checker)
+backup_document_validator = Draft202012Validator(BACKUP_DOCUMENT, format_checker=_format_checker)
+
+# Messages that never echo the value: jsonschema's own messages quote the instance, and an API key
+# (or its ciphertext) must never come back in an error.
+_SECRET_FIELDS = {"api_key"}
+_FIELD_MESSAGES = {
+    "name": "must be a string of 1 to 100 characters (after trimming)",
+    "type": "must be one of: " + ", ".join(PROVIDER_TYPES),
+    "base_url": "must be an absolute http or https URL with a host, without user-info or fragment, "
+                "at most 2048 characters",
+    "api_key": "must be null or a string of 1 to 4096 printable ASCII characters without spaces",
+    "models": "must be an array of at most 1000 unique strings of 1 to 200 characters",
+    "is_active": "must be true or false",
+}
+
+
+def validation_errors(validator: Draft202012Validator, instance: Any) -> list[dict[str, str]]:
+    """All schema violations as `{"path": JSON pointer, "message": ...}`, sorted by path."""
+    errors = []
+    for error in validator.iter_errors(instance):
+        parent = list(error.absolute_path)
+        if error.validator == "required":
+            fields = [f for f in error.validator_value if isinstance(error.instance, dict) and f not in error.instance]
+            errors += [{"path": _pointer(parent + [f]), "message": "is required"} for f in fields]
+        elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = error.schema.get("properties", {})
+            errors += [{"path": _pointer(parent + [f]), "message": "is not a known field"}
+                       for f in error.instance if f not in known]
+        else:
+            errors.append({"path": _pointer(parent), "message": _message(parent, error)})
+    unique = {(e["path"], e["message"]): e for e in errors}
+    return sorted(unique.values(), key=lambda e: (e["path"], e["message"]))
+
+
+def _message(path: list, error) -> str:
+    field = next((p for p in reversed(path) if isinstance(p, str)), None)
+    if field in _SECRET_FIELDS:
+        return _FIELD_MESSAGES[field]
+    if error.validator in ("const", "enum") and field in (None, "format", "version"):
+        return f"must be {error.validator_value!r}" if error.validator == "const" else error.message
+    if field in _FIELD_MESSAGES:
+        if error.validator == "uniqueItems":
+            return "must not repeat a value"
+        return _FIELD_MESSAGES[field]
+    message = error.message
+    return message if len(message) <= 300 else message[:297] + "..."
+
+
+def _pointer(parts: list) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts) or "/"

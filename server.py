@@ -1,0 +1,187 @@
+"""Provider registry: serve the REST API, or export / restore the backup from the command line.
+
+    python server.py [--host H] [--port P]
+    python server.py --export [--backup-file F]
+    python server.py --restore [--backup-file F] [--dry-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tornado.httpserver
+import tornado.web
+
+from checks import ConnectivityChecker
+from config import ConfigError, Settings, load_settings, read_environment
+from crypto import Keyring, SecretFileError, load_or_create_secret
+from handlers import NotFoundHandler, RequestsInFlight, default_handlers, log_request
+from probe import Prober
+from store import backup
+from store.database import DatabaseError, apply_migrations, connect, load_migrations
+from store.registry import ProviderRegistry
+
+log = logging.getLogger("provider_registry")
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+class StartupError(Exception):
+    """Something outside the code stops start-up; one line for stderr."""
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    conn: sqlite3.Connection
+    registry: ProviderRegistry
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="server.py", description="Self-hosted registry of LLM providers (REST API, JSON backup).")
+    parser.add_argument("--host", help="listen address (default: BACKEND_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="listen port (default: BACKEND_PORT or 8000)")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--export", action="store_true", help="write the backup file and exit")
+    action.add_argument("--restore", action="store_true", help="restore the database from the backup file and exit")
+    parser.add_argument("--backup-file", help="backup file to export to / restore from "
+                                              "(default: BACKEND_BACKUP_FILE)")
+    parser.add_argument("--dry-run", action="store_true", help="with --restore: report what would change, change nothing")
+    args = parser.parse_args(argv)
+    if args.dry_run and not args.restore:
+        parser.error("--dry-run goes with --restore")
+    if args.port is not None and not 1 <= args.port <= 65535:
+        parser.error("--port must be from 1 to 65535")
+    return args
+
+
+def open_runtime(settings: Settings) -> Runtime:
+    """Data directories, secret, database (migrated) and registry; raises StartupError."""
+    for directory in {settings.database_path.parent, settings.backup_file.parent}:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create the data directory {directory}: {exc.strerror}") from None
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise StartupError(f"the data directory {directory} is not writable")
+    try:
+        secrets = settings.api_key_secrets or (load_or_create_secret(settings.secret_file),)
+        conn = connect(settings.database_path)
+        apply_migrations(conn, load_migrations())
+    except (SecretFileError, DatabaseError) as exc:
+        raise StartupError(str(exc)) from None
+    return Runtime(settings, conn, ProviderRegistry(conn, Keyring(secrets), settings.backup_file))
+
+
+def make_app(runtime: Runtime, checker: ConnectivityChecker) -> tornado.web.Application:
+    return tornado.web.Application(
+        default_handlers,
+        default_handler_class=NotFoundHandler,
+        registry=runtime.registry,
+        checker=checker,
+        admin_token=runtime.settings.admin_token,
+        log_function=log_request,
+        requests_in_flight=RequestsInFlight(),
+    )
+
+
+def prepare_keys_and_backup(registry: ProviderRegistry) -> None:
+    """Start-up housekeeping: rotate keys to the current secret, warn about keys no secret reads,
+    and make the backup mirror the database."""
+    report = registry.rotate_keys()
+    if report.rotated:
+        log.info("re-encrypted %d API keys under the current secret", report.rotated)
+    for name in report.undecryptable:
+        log.warning("the API key of provider %r cannot be decrypted with the configured secrets", name)
+    warning = registry.reconcile_backup()
+    if warning:
+        log.warning(warning)
+
+
+async def serve(runtime: Runtime) -> None:
+    settings = runtime.settings
+    prepare_keys_and_backup(runtime.registry)
+    prober = Prober(settings.request_timeout_seconds, max_clients=max(settings.test_concurrency, 10))
+    checker = ConnectivityChecker(runtime.registry, prober, settings.test_concurrency)
+    app = make_app(runtime, checker)
+    # The body limit (1 MiB) is enforced by the handlers with a JSON 413; this is only a backstop.
+    server = tornado.httpserver.HTTPServer(app, max_body_size=64 * 1024 * 1024)
+    try:
+        server.listen(settings.port, settings.host)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
+    checker.start_schedule(settings.check_interval_seconds)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("listening on http://%s:%d (database %s, backup %s)", settings.host, settings.port,
+             settings.database_path, settings.backup_file)
+    await stop.wait()
+    log.info("shutting down: no new connections, finishing requests in flight")
+    server.stop()
+    await checker.stop_schedule()
+    deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+    while app.settings["requests_in_flight"].count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await server.close_all_connections()
+    prober.close()
+
+
+def run_export(runtime: Runtime, target: Path) -> str:
+    document = runtime.registry.export_document()
+    backup.write_atomically(target, backup.encode_document(document))
+    return f"exported {len(document['providers'])} providers to {target}"
+
+
+def run_restore(runtime: Runtime, source: Path, dry_run: bool) -> str:
+    document = backup.read_backup_file(source)
+    if dry_run:
+        preview = runtime.registry.preview_restore(document)
+        lines = [f"dry run: restoring {source} would add {len(preview.added)}, remove {len(preview.removed)}, "
+                 f"change {len(preview.changed)} and leave {preview.unchanged} providers unchanged"]
+        lines += [f"  add: {name}" for name in preview.added]
+        lines += [f"  remove: {name}" for name in preview.removed]
+        lines += [f"  change: {c['name']} ({', '.join(c['fields'])})" for c in preview.changed]
+        return "\n".join(lines)
+    restored = runtime.registry.restore(document)
+    return f"restored {restored} providers from {source}; backup written to {runtime.registry.backup_path}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(read_environment(), host=args.host, port=args.port,
+                                 backup_file=None if args.restore else args.backup_file)
+        runtime = open_runtime(settings)
+        try:
+            if args.export or args.restore:
+                file_arg = Path(args.backup_file) if args.backup_file else settings.backup_file
+                if args.export:
+                    print(run_export(runtime, file_arg))
+                else:
+                    print(run_restore(runtime, file_arg, args.dry_run))
+                return 0
+            asyncio.run(serve(runtime))
+        finally:
+            runtime.conn.close()
+    except (ConfigError, StartupError, backup.BackupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The JSON backup document: build it, write it atomically, read and check it before a restore."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from crypto import Keyring
+from schemas import BACKUP_FORMAT, BACKUP_VERSION, backup_document_validator, validation_errors
+from store.providers import Provider, name_key
+from timestamps import utc_timestamp
+
+
+class BackupError(Exception):
+    """A backup cannot be used; the message names the problem (and never a key)."""
+
+
+class BackupUnreadable(BackupError):
+    """Missing, unreadable, not UTF-8 or not JSON (e.g. truncated)."""
+
+
+class BackupInvalid(BackupError):
+    """Valid JSON that is not a usable backup document; `errors` has one entry per problem."""
+
+    def __init__(self, message: str, errors: list[dict[str, str]]):
+        super().__init__(message)
+        self.errors = errors
+
+
+class BackupKeysUndecryptable(BackupError):
+    """Keys in the document that no configured secret decrypts (a backup from another secret)."""
+
+
+class BackupWriteFailed(BackupError):
+    pass
+
+
+def backup_record(provider: Provider) -> dict[str, Any]:
+    """A provider as the backup stores it: every stored field, the key as ciphertext."""
+    return {
+        "id": provider.id,
+        "name": provider.name,
+        "type": provider.type,
+        "base_url": provider.base_url,
+        "api_key": provider.api_key_ciphertext,
+        "models": provider.models,
+        "is_active": provider.is_active,
+        "created_at": provider.created_at,
+        "updated_at": provider.updated_at,
+        "last_test": provider.last_test,
+    }
+
+
+def build_document(providers: Iterable[Provider]) -> dict[str, Any]:
+    return {
+        "format": BACKUP_FORMAT,
+        "version": BACKUP_VERSION,
+        "exported_at": utc_timestamp(),
+        "providers": [backup_record(p) for p in providers],
+    }
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves the old or the new file, whole, mode 0600.
+
+    Temporary file in the same directory, flushed and fsynced, renamed over the target, then the
+    directory fsynced so the rename itself is durable.
+    """
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")  # 0600
+    except OSError as exc:
+        raise BackupWriteFailed(f"cannot write the backup file {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        try:
+            os.unlink(temp_name)
+        except FileNotFoundError:
+            pass
+        raise BackupWriteFailed(f"cannot write the backup file {path}: {exc.strerror}") from None
+
+
+def encode_document(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+
+
+def read_backup_file(path: Path) -> Any:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BackupUnreadable(f"the backup file {path} does not exist") from None
+    except OSError as exc:
+        raise BackupUnreadable(f"cannot read the backup file {path}: {exc.strerror}") from None
+    return parse_document(data, source=f"the backup file {path}")
+
+
+def parse_document(data: bytes, source: str = "the backup document") -> Any:
+    if not data.strip():
+        raise BackupUnreadable(f"{source} is empty")
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeError, ValueError):
+        raise BackupUnreadable(f"{source} is not valid JSON (truncated or corrupted?)") from None
+
+
+def check_document(document: Any, keyring: Keyring) -> list[dict[str, Any]]:
+    """Everything a restore checks before touching anything; returns the provider records.
+
+    The schema (format, version, every field), unique ids and names, and that every key decrypts
+    with the current secrets.
+    """
+    errors = validation_errors(backup_document_validator, document)
+    if errors:
+        if isinstance(document, dict) and document.get("format") != BACKUP_FORMAT:
+            message = f"this is not a {BACKUP_FORMAT} document"
+        elif isinstance(document, dict) and document.get("version") != BACKUP_VERSION:
+            message = f"unsupported backup version {document.get('version')!r}; this release reads version 1"
+        else:
+            message = f"the backup document is invalid ({len(errors)} problem{'s' * (len(errors) > 1)})"
+        raise BackupInvalid(message, errors)
+    records = document["providers"]
+    errors = _duplicates(records, "id", lambda r: r["id"]) + _duplicates(records, "name", lambda r: name_key(r["name"]))
+    if errors:
+        raise BackupInvalid("the backup document repeats an id or a name", errors)
+    undecryptable = [r["name"] for r in records if r["api_key"] is not None and not keyring.can_decrypt(r["api_key"])]
+    if undecryptable:
+        raise BackupKeysUndecryptable(
+            "the API keys of " + ", ".join(repr(n) for n in undecryptable[:10])
+            + (f" and {len(undecryptable) - 10} more" if len(undecryptable) > 10 else "")
+            + " cannot be decrypted with the configured secrets (a backup made under another secret? "
+              "add that secret to BACKEND_API_KEY_SECRET)")
+    return records
+
+
+def _duplicates(records: list[dict], field: str, key) -> list[dict[str, str]]:
+    seen: dict[Any, int] = {}
+    errors = []
+    for index, record in enumerate(records):
+        value = key(record)
+        if value in seen:
+            errors.append({"path": f"/providers/{index}/{field}",
+                           "message": f"repeats the {field} of /providers/{seen[value]}"})
+        else:
+            seen[value] = index
+    return errors
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")

@@ -1,0 +1,108 @@
+"""The process's one SQLite connection, its transactions, and the migration runner."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_MIGRATION_FILE = re.compile(r"^(\d{3})-[a-z0-9-]+\.sql$")
+
+
+class DatabaseError(Exception):
+    """The database cannot be opened or upgraded; the message says why."""
+
+
+class DatabaseTooNew(DatabaseError):
+    pass
+
+
+class MigrationFailed(DatabaseError):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the database in autocommit mode: every write goes through `transaction()`."""
+    try:
+        # Created 0600 by us rather than with the umask's mode by SQLite: it holds ciphertext.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a 201 means the row survives a power cut, not just a crash of this process.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except OSError as exc:
+        raise DatabaseError(f"cannot open the database {path}: {exc.strerror}") from None
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot open the database {path}: {exc}") from None
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (including KeyboardInterrupt)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The `NNN-what-it-does.sql` files of `directory`, numbered 1, 2, 3... without gaps."""
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_FILE.match(path.name)
+        if not match:
+            raise DatabaseError(f"migration file {path.name} is not named NNN-what-it-does.sql")
+        migrations.append(Migration(int(match.group(1)), path.name, path.read_text(encoding="utf-8")))
+    for expected, migration in enumerate(migrations, start=1):
+        if migration.version != expected:
+            raise DatabaseError(f"migration {migration.name} should be number {expected:03d}")
+    return migrations
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def apply_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> list[int]:
+    """Apply the pending migrations in order, each with its version bump in one transaction.
+
+    Returns the versions applied (empty when the database is current). A database newer than the
+    code is refused, and a failing migration leaves the database at the previous version.
+    """
+    current = schema_version(conn)
+    latest = migrations[-1].version if migrations else 0
+    if current > latest:
+        raise DatabaseTooNew(
+            f"the database is at schema version {current} but this release knows only up to {latest}; "
+            "run a newer release or restore a backup into a fresh database")
+    applied = []
+    for migration in migrations[current:]:
+        # executescript() commits any open transaction first, so BEGIN goes inside the script;
+        # the version is an int from the file name, not user input.
+        script = f"BEGIN IMMEDIATE;\n{migration.sql}\n;PRAGMA user_version = {migration.version:d};\nCOMMIT;"
+        try:
+            conn.executescript(script)
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise MigrationFailed(f"migration {migration.name} failed: {exc}") from None
+        applied.append(migration.version)
+    return applied

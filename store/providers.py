@@ -1,0 +1,191 @@
+"""SQL for the `providers` and `probe_results` tables. Callers own the transaction.
+
+Rows become `Provider` objects in `_provider_from_row` only. Values are always bound parameters;
+the only dynamic SQL is column names taken from the `_COLUMNS` whitelist.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+HISTORY_KEPT_PER_PROVIDER = 100
+
+
+class ProviderNotFound(Exception):
+    def __init__(self, provider_id: int):
+        super().__init__(f"provider {provider_id} does not exist")
+        self.provider_id = provider_id
+
+
+class DuplicateName(Exception):
+    def __init__(self, name: str):
+        super().__init__(f"a provider named {name!r} already exists (names are compared case-insensitively)")
+        self.name = name
+
+
+@dataclass
+class Provider:
+    id: int
+    name: str
+    type: str
+    base_url: str
+    api_key_ciphertext: str | None
+    models: list[str]
+    is_active: bool
+    created_at: str
+    updated_at: str
+    last_test: dict[str, Any] | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class ProviderFilter:
+    is_active: bool | None = None
+    type: str | None = None
+    name_contains: str | None = None
+
+
+def name_key(name: str) -> str:
+    """What uniqueness and search compare: the Unicode-casefolded name."""
+    return name.casefold()
+
+
+_SELECT = ("SELECT id, name, type, base_url, api_key_ciphertext, models, is_active, created_at, updated_at, "
+           "last_test FROM providers")
+# Column name -> how its Python value is stored. Also the whitelist for dynamic UPDATE statements.
+_COLUMNS = {
+    "name": lambda v: v,
+    "type": lambda v: v,
+    "base_url": lambda v: v,
+    "api_key_ciphertext": lambda v: v,
+    "models": lambda v: json.dumps(v, ensure_ascii=False),
+    "is_active": lambda v: int(bool(v)),
+    "created_at": lambda v: v,
+    "updated_at": lambda v: v,
+    "last_test": lambda v: None if v is None else json.dumps(v, ensure_ascii=False),
+}
+
+
+def _provider_from_row(row: sqlite3.Row | tuple) -> Provider:
+    (id_, name, type_, base_url, ciphertext, models, is_active, created_at, updated_at, last_test) = row
+    return Provider(id=id_, name=name, type=type_, base_url=base_url, api_key_ciphertext=ciphertext,
+                    models=json.loads(models), is_active=bool(is_active), created_at=created_at,
+                    updated_at=updated_at, last_test=None if last_test is None else json.loads(last_test))
+
+
+def _where(filters: ProviderFilter) -> tuple[str, list]:
+    clauses, params = [], []
+    if filters.is_active is not None:
+        clauses.append("is_active = ?")
+        params.append(int(filters.is_active))
+    if filters.type is not None:
+        clauses.append("type = ?")
+        params.append(filters.type)
+    if filters.name_contains:
+        # instr(), not LIKE: '%' and '_' in the query are literal characters.
+        clauses.append("instr(name_key, ?) > 0")
+        params.append(name_key(filters.name_contains))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def list_providers(conn: sqlite3.Connection, filters: ProviderFilter = ProviderFilter(),
+                   limit: int | None = None, offset: int = 0) -> tuple[list[Provider], int]:
+    """One page of providers ordered by id, and how many match in all."""
+    where, params = _where(filters)
+    total = conn.execute("SELECT count(*) FROM providers" + where, params).fetchone()[0]
+    rows = conn.execute(_SELECT + where + " ORDER BY id LIMIT ? OFFSET ?",
+                        params + [-1 if limit is None else limit, offset]).fetchall()
+    return [_provider_from_row(r) for r in rows], total
+
+
+def all_providers(conn: sqlite3.Connection) -> list[Provider]:
+    return [_provider_from_row(r) for r in conn.execute(_SELECT + " ORDER BY id")]
+
+
+def get_provider(conn: sqlite3.Connection, provider_id: int) -> Provider:
+    row = conn.execute(_SELECT + " WHERE id = ?", (provider_id,)).fetchone()
+    if row is None:
+        raise ProviderNotFound(provider_id)
+    return _provider_from_row(row)
+
+
+def insert_provider(conn: sqlite3.Connection, values: dict[str, Any], provider_id: int | None = None) -> int:
+    """Insert a provider from column values; `provider_id` keeps a given id (restore)."""
+    columns = [c for c in _COLUMNS if c in values]  # whitelisted names only
+    params = [_COLUMNS[c](values[c]) for c in columns]
+    if provider_id is not None:
+        columns.insert(0, "id")
+        params.insert(0, provider_id)
+    columns.append("name_key")
+    params.append(name_key(values["name"]))
+    sql = f"INSERT INTO providers ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    try:
+        return conn.execute(sql, params).lastrowid
+    except sqlite3.IntegrityError as exc:
+        _raise_if_duplicate_name(exc, values["name"])
+        raise
+
+
+def update_provider(conn: sqlite3.Connection, provider_id: int, values: dict[str, Any]) -> None:
+    """Set the given columns of one provider."""
+    columns = [c for c in _COLUMNS if c in values]  # whitelisted names only
+    params = [_COLUMNS[c](values[c]) for c in columns]
+    if "name" in values:
+        columns.append("name_key")
+        params.append(name_key(values["name"]))
+    if not columns:
+        get_provider(conn, provider_id)
+        return
+    sql = f"UPDATE providers SET {', '.join(c + ' = ?' for c in columns)} WHERE id = ?"
+    try:
+        cursor = conn.execute(sql, params + [provider_id])
+    except sqlite3.IntegrityError as exc:
+        _raise_if_duplicate_name(exc, values.get("name", ""))
+        raise
+    if cursor.rowcount == 0:
+        raise ProviderNotFound(provider_id)
+
+
+def delete_provider(conn: sqlite3.Connection, provider_id: int) -> None:
+    if conn.execute("DELETE FROM providers WHERE id = ?", (provider_id,)).rowcount == 0:
+        raise ProviderNotFound(provider_id)
+
+
+def delete_all_providers(conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM providers")
+
+
+def add_probe_result(conn: sqlite3.Connection, provider_id: int, result: dict[str, Any]) -> None:
+    """Store `result` as the provider's last test, append it to its history and trim the history."""
+    encoded = json.dumps(result, ensure_ascii=False)
+    if conn.execute("UPDATE providers SET last_test = ? WHERE id = ?", (encoded, provider_id)).rowcount == 0:
+        raise ProviderNotFound(provider_id)
+    conn.execute("INSERT INTO probe_results (provider_id, checked_at, result) VALUES (?, ?, ?)",
+                 (provider_id, result["checked_at"], encoded))
+    conn.execute("DELETE FROM probe_results WHERE provider_id = ? AND id <= ("
+                 "SELECT id FROM probe_results WHERE provider_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                 (provider_id, provider_id, HISTORY_KEPT_PER_PROVIDER))
+
+
+def probe_history(conn: sqlite3.Connection, provider_id: int, limit: int) -> list[dict[str, Any]]:
+    """The provider's latest results, newest first."""
+    get_provider(conn, provider_id)
+    rows = conn.execute("SELECT result FROM probe_results WHERE provider_id = ? ORDER BY id DESC LIMIT ?",
+                        (provider_id, min(limit, HISTORY_KEPT_PER_PROVIDER)))
+    return [json.loads(r[0]) for r in rows]
+
+
+def provider_count(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM providers").fetchone()[0]
+
+
+def set_api_key_ciphertexts(conn: sqlite3.Connection, ciphertexts: Iterable[tuple[int, str]]) -> None:
+    conn.executemany("UPDATE providers SET api_key_ciphertext = ? WHERE id = ?",
+                     [(c, i) for i, c in ciphertexts])
+
+
+def _raise_if_duplicate_name(exc: sqlite3.IntegrityError, name: str) -> None:
+    if "name_key" in str(exc):
+        raise DuplicateName(name) from None

@@ -1,0 +1,225 @@
+"""The provider inventory as the rest of the program sees it.
+
+Every change runs in one transaction that also rewrites the backup file before committing, so a
+change is either in both the database and the backup, or in neither (a failed backup write rolls
+the change back). Keys are encrypted here on the way in and never leave as plaintext except
+through `decrypted_api_key`, which the prober uses.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from crypto import Keyring, UndecryptableKey
+from store import backup, providers
+from store.database import transaction
+from store.providers import Provider, ProviderFilter
+from timestamps import utc_timestamp
+
+_RESTORE_COMPARED_FIELDS = ("name", "type", "base_url", "api_key", "models", "is_active",
+                            "created_at", "updated_at", "last_test")
+
+
+@dataclass
+class RestorePreview:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[dict[str, Any]] = field(default_factory=list)
+    unchanged: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dry_run": True, "added": self.added, "removed": self.removed,
+                "changed": self.changed, "unchanged": self.unchanged}
+
+
+@dataclass
+class RotationReport:
+    rotated: int
+    undecryptable: list[str]
+
+
+class ProviderRegistry:
+    def __init__(self, conn: sqlite3.Connection, keyring: Keyring, backup_path: Path):
+        self._conn = conn
+        self.keyring = keyring
+        self.backup_path = backup_path
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def list(self, filters: ProviderFilter = ProviderFilter(), limit: int | None = None,
+             offset: int = 0) -> tuple[list[Provider], int]:
+        return providers.list_providers(self._conn, filters, limit, offset)
+
+    def get(self, provider_id: int) -> Provider:
+        return providers.get_provider(self._conn, provider_id)
+
+    def history(self, provider_id: int, limit: int) -> list[dict[str, Any]]:
+        return providers.probe_history(self._conn, provider_id, limit)
+
+    def api_key_preview(self, provider: Provider) -> str | None:
+        return self.keyring.preview(provider.api_key_ciphertext)
+
+    def decrypted_api_key(self, provider: Provider) -> str | None:
+        """The plaintext key for an outbound request; raises UndecryptableKey."""
+        if provider.api_key_ciphertext is None:
+            return None
+        return self.keyring.decrypt(provider.api_key_ciphertext)
+
+    # -- changes (each mirrored into the backup) -----------------------------------------------
+
+    def create(self, fields: dict[str, Any]) -> Provider:
+        """Create from a validated create body."""
+        now = utc_timestamp()
+        values = {
+            "name": fields["name"].strip(),
+            "type": fields.get("type", "openai"),
+            "base_url": fields["base_url"].rstrip("/"),
+            "api_key_ciphertext": self._encrypt(fields.get("api_key")),
+            "models": fields.get("models", []),
+            "is_active": fields.get("is_active", True),
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self._mirrored_change() as conn:
+            provider_id = providers.insert_provider(conn, values)
+        return self.get(provider_id)
+
+    def update(self, provider_id: int, changes: dict[str, Any]) -> Provider:
+        """Apply a validated PATCH body. Fields equal to what is stored are not changes: a PATCH
+        that changes nothing writes nothing and keeps `updated_at`."""
+        current = self.get(provider_id)
+        values = {}
+        for name, value in changes.items():
+            if name == "api_key":
+                unchanged = (current.api_key_ciphertext is None if value is None
+                             else value == self._plaintext_or_none(current))
+                if not unchanged:
+                    values["api_key_ciphertext"] = self._encrypt(value)
+                continue
+            if name == "name":
+                value = value.strip()
+            elif name == "base_url":
+                value = value.rstrip("/")
+            if getattr(current, name) != value:
+                values[name] = value
+        if not values:
+            return current
+        values["updated_at"] = utc_timestamp()
+        with self._mirrored_change() as conn:
+            providers.update_provider(conn, provider_id, values)
+        return self.get(provider_id)
+
+    def delete(self, provider_id: int) -> None:
+        with self._mirrored_change() as conn:
+            providers.delete_provider(conn, provider_id)
+
+    def record_probe_results(self, results: dict[int, dict[str, Any]]) -> None:
+        """Store test results (as `last_test` and in history) in one transaction and one backup
+        write. Providers deleted while they were being probed are skipped."""
+        with self._mirrored_change() as conn:
+            for provider_id, result in results.items():
+                try:
+                    providers.add_probe_result(conn, provider_id, result)
+                except providers.ProviderNotFound:
+                    pass
+
+    def restore(self, document: Any) -> int:
+        """Replace the whole inventory with a backup document's, keeping ids; nothing changes
+        unless the whole document passes `backup.check_document`."""
+        records = backup.check_document(document, self.keyring)
+        with self._mirrored_change() as conn:
+            providers.delete_all_providers(conn)
+            for record in records:
+                values = {k: v for k, v in record.items() if k not in ("id", "api_key")}
+                values["api_key_ciphertext"] = record["api_key"]
+                providers.insert_provider(conn, values, provider_id=record["id"])
+        return len(records)
+
+    def preview_restore(self, document: Any) -> RestorePreview:
+        """What `restore(document)` would change, matched by id; validates exactly as restore does."""
+        records = backup.check_document(document, self.keyring)
+        current = {p.id: p for p in providers.all_providers(self._conn)}
+        preview = RestorePreview()
+        for record in records:
+            existing = current.pop(record["id"], None)
+            if existing is None:
+                preview.added.append(record["name"])
+                continue
+            changed = [f for f in _RESTORE_COMPARED_FIELDS if self._differs(existing, record, f)]
+            if changed:
+                preview.changed.append({"name": record["name"], "fields": changed})
+            else:
+                preview.unchanged += 1
+        preview.removed = [p.name for p in current.values()]
+        return preview
+
+    def rotate_keys(self) -> RotationReport:
+        """Re-encrypt every key that an old secret reads under the current one, in one transaction."""
+        rotated, undecryptable = [], []
+        for provider in providers.all_providers(self._conn):
+            ciphertext = provider.api_key_ciphertext
+            if ciphertext is None or self.keyring.is_current(ciphertext):
+                continue
+            try:
+                rotated.append((provider.id, self.keyring.rotate(ciphertext)))
+            except UndecryptableKey:
+                undecryptable.append(provider.name)
+        if rotated:
+            with self._mirrored_change() as conn:
+                providers.set_api_key_ciphertexts(conn, rotated)
+        return RotationReport(len(rotated), undecryptable)
+
+    # -- the backup ----------------------------------------------------------------------------
+
+    def export_document(self) -> dict[str, Any]:
+        return backup.build_document(providers.all_providers(self._conn))
+
+    def write_backup(self) -> None:
+        backup.write_atomically(self.backup_path, backup.encode_document(self.export_document()))
+
+    def reconcile_backup(self) -> str | None:
+        """At start-up, make the backup mirror the database again (a crash may have left it one
+        change ahead). Never replaces a backup that holds providers with an empty inventory: that
+        is a fresh database next to a backup worth restoring. Returns a warning, or None."""
+        if providers.provider_count(self._conn) == 0 and self.backup_path.exists():
+            try:
+                held = backup.read_backup_file(self.backup_path)
+                count = len(held.get("providers") or []) if isinstance(held, dict) else 0
+            except backup.BackupError:
+                return f"the backup file {self.backup_path} is unreadable and the database is empty; left as is"
+            if count:
+                return (f"the database is empty but the backup file {self.backup_path} holds {count} providers; "
+                        "left as is (run: python server.py --restore)")
+        self.write_backup()
+        return None
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _mirrored_change(self) -> Iterator[sqlite3.Connection]:
+        with transaction(self._conn) as conn:
+            yield conn
+            # Inside the transaction: if the backup cannot be written, the change is rolled back.
+            document = backup.build_document(providers.all_providers(conn))
+            backup.write_atomically(self.backup_path, backup.encode_document(document))
+
+    def _encrypt(self, api_key: str | None) -> str | None:
+        return None if api_key is None else self.keyring.encrypt(api_key)
+
+    def _plaintext_or_none(self, provider: Provider) -> str | None:
+        try:
+            return self.decrypted_api_key(provider)
+        except UndecryptableKey:
+            return None
+
+    def _differs(self, existing: Provider, record: dict[str, Any], name: str) -> bool:
+        if name == "api_key":
+            if (existing.api_key_ciphertext is None) != (record["api_key"] is None):
+                return True
+            return record["api_key"] is not None and (
+                self._plaintext_or_none(existing) != self.keyring.decrypt(record["api_key"]))
+        return getattr(existing, name) != record[name]
