@@ -1,0 +1,132 @@
+"""The backup file mirrors every change before the response; keys never appear in plaintext."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+
+import pytest
+
+from crypto import Keyring
+from store import providers as provider_rows
+
+pytestmark = pytest.mark.gen_test
+
+PLAINTEXT_KEY = "sk-PLAINTEXT-never-leaves-9f8e7d6c5b4a"
+
+
+def read_backup(runtime) -> dict:
+    return json.loads(runtime.settings.backup_file.read_text())
+
+
+def data_files_bytes(runtime) -> dict[str, bytes]:
+    """Every file the server wrote in its data directory (database, WAL, backup)."""
+    directory = runtime.settings.database_path.parent
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+async def test_backup_follows_create_update_and_delete(api, provider_body, runtime):
+    created = (await api.post("/api/providers", json=provider_body(name="Mirror"))).json()
+    document = read_backup(runtime)
+    assert document["format"] == "provider-registry-backup"
+    assert document["version"] == 1
+    assert document["exported_at"].endswith("Z")
+    [record] = document["providers"]
+    assert {k: record[k] for k in ("id", "name", "type", "base_url", "models", "is_active", "created_at",
+                                   "updated_at", "last_test")} == \
+           {k: created[k] for k in ("id", "name", "type", "base_url", "models", "is_active", "created_at",
+                                    "updated_at", "last_test")}
+    assert record["api_key"].startswith("gAAAA")  # Fernet ciphertext
+
+    await api.patch(f"/api/providers/{created['id']}", json={"models": ["new-model"]})
+    assert read_backup(runtime)["providers"][0]["models"] == ["new-model"]
+
+    await api.delete(f"/api/providers/{created['id']}")
+    assert read_backup(runtime)["providers"] == []
+
+
+async def test_backup_file_is_mode_0600_and_leaves_no_temp_files(api, provider_body, runtime):
+    await api.post("/api/providers", json=provider_body())
+    backup_file = runtime.settings.backup_file
+    assert stat.S_IMODE(backup_file.stat().st_mode) == 0o600
+    assert [p.name for p in backup_file.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("request_args", [
+    ("POST", "/api/providers", {"name": "", "base_url": "x"}),
+    ("POST", "/api/providers", {"name": "First", "base_url": "https://dup.example.com"}),
+    ("PATCH", "/api/providers/2", {"name": "first"}),
+    ("PATCH", "/api/providers/1", {"base_url": "not a url"}),
+    ("PATCH", "/api/providers/99", {"name": "Nobody"}),
+    ("DELETE", "/api/providers/99", ...),
+    ("POST", "/api/providers", b"{broken"),
+])
+async def test_rejected_request_leaves_database_and_backup_byte_identical(api, provider_body, runtime, request_args):
+    await api.post("/api/providers", json=provider_body(name="First"))
+    await api.post("/api/providers", json=provider_body(name="Second"))
+    before = data_files_bytes(runtime)
+    method, path, payload = request_args
+    if isinstance(payload, bytes):
+        response = await api.request(method, path, body=payload)
+    else:
+        response = await api.request(method, path, json_body=payload)
+    assert 400 <= response.code < 500
+    assert data_files_bytes(runtime) == before
+
+
+async def test_unwritable_backup_rolls_the_change_back_with_500(api, provider_body, runtime):
+    created = (await api.post("/api/providers", json=provider_body(name="Kept"))).json()
+    backup_file = runtime.settings.backup_file
+    backup_file.unlink()
+    backup_file.mkdir()  # a directory where the file should be: the rename must fail
+    (backup_file / "blocker").write_text("x")
+
+    response = await api.post("/api/providers", json=provider_body(name="Lost"))
+    assert response.code == 500
+    assert "backup" in response.json()["detail"]
+    response = await api.patch(f"/api/providers/{created['id']}", json={"name": "Renamed"})
+    assert response.code == 500
+    assert [p["name"] for p in (await api.get("/api/providers")).json()] == ["Kept"]
+    assert [p.name for p in backup_file.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+async def test_plaintext_key_reaches_no_response_no_file_and_no_log_line(api, provider_body, runtime, caplog):
+    caplog.set_level(logging.DEBUG)
+    responses = []
+    created = await api.post("/api/providers", json=provider_body(api_key=PLAINTEXT_KEY))
+    responses.append(created)
+    provider_id = created.json()["id"]
+    responses.append(await api.get("/api/providers"))
+    responses.append(await api.get(f"/api/providers/{provider_id}"))
+    responses.append(await api.patch(f"/api/providers/{provider_id}", json={"api_key": PLAINTEXT_KEY + "X"}))
+    responses.append(await api.patch(f"/api/providers/{provider_id}", json={"api_key": PLAINTEXT_KEY}))
+    responses.append(await api.post("/api/providers", json=provider_body(api_key=PLAINTEXT_KEY + " bad")))
+    responses.append(await api.get("/api/admin/providers/export"))
+
+    for response in responses:
+        assert PLAINTEXT_KEY.encode() not in response.body
+        assert PLAINTEXT_KEY not in str(dict(response.headers))
+    runtime.conn.execute("PRAGMA wal_checkpoint(FULL)")
+    for name, content in data_files_bytes(runtime).items():
+        assert PLAINTEXT_KEY.encode() not in content, name
+        assert PLAINTEXT_KEY[-12:].encode() not in content, name
+    assert caplog.records, "the server should have logged its requests"
+    for record in caplog.records:
+        assert PLAINTEXT_KEY not in record.getMessage()
+
+
+async def test_undecryptable_key_still_lists_with_null_preview(api, provider_body, runtime):
+    created = (await api.post("/api/providers", json=provider_body(api_key="sk-under-another-secret"))).json()
+    foreign = Keyring(["some other secret"]).encrypt("sk-under-another-secret")
+    provider_rows.set_api_key_ciphertexts(runtime.conn, [(created["id"], foreign)])
+
+    listed = (await api.get("/api/providers")).json()[0]
+    assert listed["has_api_key"] is True
+    assert listed["api_key_preview"] is None
+
+
+async def test_database_file_is_not_readable_by_others(api, provider_body, runtime):
+    await api.post("/api/providers", json=provider_body())
+    assert stat.S_IMODE(os.stat(runtime.settings.database_path).st_mode) & 0o077 == 0

@@ -1,0 +1,83 @@
+"""Settings parsing: every variable of SPEC's table, and a clear error for each bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, is_loopback_host, load_settings, parse_database_url, read_environment
+
+
+def test_defaults_with_an_empty_environment():
+    settings = load_settings({})
+    assert settings.database_path == Path("./data/providers.db")
+    assert settings.backup_file == Path("./data/config_backup.json")
+    assert settings.secret_file == Path("./data/secret.key")
+    assert settings.api_key_secrets == ()
+    assert settings.request_timeout_seconds == 10
+    assert settings.admin_token is None
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.test_concurrency == 20
+    assert settings.check_interval_seconds == 0
+
+
+@pytest.mark.parametrize("url, path", [
+    ("sqlite:///./data/x.db", "./data/x.db"),
+    ("sqlite:///relative/x.db", "relative/x.db"),
+    ("sqlite:////abs/path/x.db", "/abs/path/x.db"),
+    ("/bare/absolute.db", "/bare/absolute.db"),
+    ("bare/relative.db", "bare/relative.db"),
+])
+def test_database_url_forms(url, path):
+    assert parse_database_url(url) == Path(path)
+
+
+@pytest.mark.parametrize("url", ["postgres://db/x", "sqlite://", "sqlite:///", "sqlite:///:memory:", "sqlite://x.db",
+                                 "sqlite:///dir/"])
+def test_malformed_database_url_is_refused(url):
+    with pytest.raises(ConfigError, match="BACKEND_DATABASE_URL"):
+        parse_database_url(url)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("BACKEND_PORT", "eighty"), ("BACKEND_PORT", "0"), ("BACKEND_PORT", "70000"),
+    ("BACKEND_REQUEST_TIMEOUT_SECONDS", "soon"), ("BACKEND_REQUEST_TIMEOUT_SECONDS", "0"),
+    ("BACKEND_REQUEST_TIMEOUT_SECONDS", "nan"), ("BACKEND_REQUEST_TIMEOUT_SECONDS", "inf"),
+    ("BACKEND_TEST_CONCURRENCY", "0"), ("BACKEND_TEST_CONCURRENCY", "2.5"),
+    ("BACKEND_CHECK_INTERVAL_SECONDS", "-1"),
+])
+def test_bad_numbers_are_refused_naming_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value})
+
+
+def test_secrets_are_comma_separated_first_is_current():
+    assert load_settings({"BACKEND_API_KEY_SECRET": "new, old ,"}).api_key_secrets == ("new", "old")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "example.com"])
+def test_non_loopback_host_without_token_is_refused(host):
+    with pytest.raises(ConfigError, match="BACKEND_ADMIN_TOKEN"):
+        load_settings({"BACKEND_HOST": host})
+    assert load_settings({"BACKEND_HOST": host, "BACKEND_ADMIN_TOKEN": "t"}).host == host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"])
+def test_loopback_hosts(host):
+    assert is_loopback_host(host)
+
+
+def test_command_line_wins_over_environment():
+    settings = load_settings({"BACKEND_HOST": "127.0.0.2", "BACKEND_PORT": "9000"}, host="127.0.0.3", port=9001)
+    assert (settings.host, settings.port) == ("127.0.0.3", 9001)
+
+
+def test_dotenv_file_is_read_and_real_environment_wins(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env"
+    env_file.write_text("BACKEND_PORT=9100\nBACKEND_TEST_CONCURRENCY=7\n")
+    monkeypatch.setenv("BACKEND_PORT", "9200")
+    monkeypatch.delenv("BACKEND_TEST_CONCURRENCY", raising=False)
+    settings = load_settings(read_environment(env_file))
+    assert settings.port == 9200
+    assert settings.test_concurrency == 7
