@@ -100,17 +100,24 @@ def offered_models(provider_type: str, body: bytes) -> list[str] | None:
     return list(dict.fromkeys(ids))
 
 
-def curl_timings(time_info: Mapping[str, float]) -> dict[str, float | None]:
-    """curl's cumulative phase times in ms; a phase the request never reached is None, not 0."""
+def curl_timings(time_info: Mapping[str, float], tls: bool = False) -> dict[str, float | None]:
+    """curl's cumulative phase times in ms; a phase the request never reached is None, not 0.
+
+    curl fills some later phases even when an earlier one failed (a refused connection reports a
+    "start transfer" time), so a phase counts only when the one before it was reached.
+    """
     def ms(name: str) -> float | None:
         value = time_info.get(name) or 0.0
         return round(value * 1000, 3) if value > 0 else None
 
-    timings = {"dns_ms": ms("namelookup"), "connect_ms": ms("connect"), "tls_ms": ms("appconnect"),
-               "first_byte_ms": ms("starttransfer"), "total_ms": ms("total")}
-    if timings["dns_ms"] is None and timings["connect_ms"] is not None:
-        timings["dns_ms"] = 0.0  # an IP literal needs no lookup, but the phase was passed
-    return timings
+    connect = ms("connect")
+    tls_done = ms("appconnect") if connect is not None and tls else None
+    first_byte = ms("starttransfer") if connect is not None and (tls_done is not None or not tls) else None
+    dns = ms("namelookup")
+    if dns is None and connect is not None:
+        dns = 0.0  # an IP literal needs no lookup, but the phase was passed
+    return {"dns_ms": dns, "connect_ms": connect, "tls_ms": tls_done, "first_byte_ms": first_byte,
+            "total_ms": ms("total")}
 
 
 class _CurlClientKeepingFailures(CurlAsyncHTTPClient):
@@ -177,16 +184,17 @@ class Prober:
         request = HTTPRequest(url, method="GET", headers=headers, follow_redirects=False,
                               connect_timeout=self.timeout_seconds, request_timeout=self.timeout_seconds,
                               streaming_callback=collect)
+        tls = url.lower().startswith("https:")
         started = time.monotonic()
         try:
             response = await self._http_client().fetch(request, raise_error=False)
         except CurlError as exc:
             response = exc.response
-            timings = curl_timings(response.time_info if response is not None else {})
+            timings = curl_timings(response.time_info if response is not None else {}, tls)
             latency = timings["total_ms"] or round((time.monotonic() - started) * 1000, 3)
             return ProbeOutcome(_result("offline", None, latency, self._transport_detail(exc), None,
                                         checked_at, timings), None)
-        timings = curl_timings(response.time_info)
+        timings = curl_timings(response.time_info, tls)
         latency = timings["total_ms"] or round((time.monotonic() - started) * 1000, 3)
         code = response.code
         models = None

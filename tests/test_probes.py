@@ -1,0 +1,252 @@
+"""Connectivity tests against a fake provider served by Tornado in the test process, through the
+real curl client: requests per type, status classes, timings, missing models, bulk concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from tornado.tcpserver import TCPServer
+
+from conftest import closed_port
+from crypto import Keyring
+from store import providers as provider_rows
+
+pytestmark = pytest.mark.gen_test(timeout=30)
+
+KEY = "sk-probe-key-0123456789"
+KEY_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
+
+
+async def add(api, fake_provider, provider_type="openai", path="/v1", **fields) -> dict:
+    body = {"name": f"{provider_type}-{time.monotonic_ns()}", "type": provider_type,
+            "base_url": fake_provider.url + path, "api_key": KEY, "models": []}
+    body.update(fields)
+    body = {k: v for k, v in body.items() if v is not ...}
+    response = await api.post("/api/providers", json=body)
+    assert response.code == 201, response.body
+    return response.json()
+
+
+async def run_test(api, provider) -> dict:
+    response = await api.post(f"/api/providers/{provider['id']}/test")
+    assert response.code == 200, response.body
+    return response.json()
+
+
+def assert_timings_ordered(timings: dict) -> None:
+    values = [timings[k] for k in ("dns_ms", "connect_ms", "tls_ms", "first_byte_ms", "total_ms")]
+    present = [v for v in values if v is not None]
+    assert present == sorted(present), timings
+
+
+@pytest.mark.parametrize("provider_type, path, query, expected_headers", [
+    ("openai", "/v1/models", "", {"authorization": f"Bearer {KEY}"}),
+    ("anthropic", "/v1/models", "", {"x-api-key": KEY, "anthropic-version": "2023-06-01"}),
+    ("gemini", "/v1/models", "", {"x-goog-api-key": KEY}),
+    ("azure", "/v1/models", "api-version=2024-10-21", {"api-key": KEY}),
+    ("ollama", "/v1/api/tags", "", {"authorization": f"Bearer {KEY}"}),
+])
+async def test_each_type_sends_its_native_request(api, fake_provider, provider_type, path, query, expected_headers):
+    provider = await add(api, fake_provider, provider_type)
+    await run_test(api, provider)
+    [request] = fake_provider.requests
+    assert request.method == "GET"
+    assert request.path == path
+    assert request.query == query
+    for name, value in expected_headers.items():
+        assert request.headers[name] == value
+    sent_key_headers = {h for h in KEY_HEADERS if h in request.headers}
+    assert sent_key_headers == {h for h in KEY_HEADERS if h in expected_headers}
+
+
+@pytest.mark.parametrize("provider_type", ["openai", "anthropic", "gemini", "azure", "ollama"])
+async def test_no_key_header_without_a_key(api, fake_provider, provider_type):
+    provider = await add(api, fake_provider, provider_type, api_key=...)
+    await run_test(api, provider)
+    [request] = fake_provider.requests
+    assert not [h for h in KEY_HEADERS if h in request.headers], request.headers
+
+
+async def test_online_result_shape_and_last_test_persisted_in_listing_and_backup(api, fake_provider, runtime):
+    provider = await add(api, fake_provider, models=["model-a", "model-b"])
+    result = await run_test(api, provider)
+    assert result["status"] == "online"
+    assert result["status_code"] == 200
+    assert result["detail"] is None
+    assert result["missing_models"] == ["model-b"]
+    assert result["latency_ms"] > 0
+    assert result["checked_at"].endswith("Z")
+    assert_timings_ordered(result["timings"])
+    assert result["timings"]["first_byte_ms"] is not None
+    assert result["timings"]["tls_ms"] is None  # plain http: no TLS phase
+
+    stored = (await api.get(f"/api/providers/{provider['id']}")).json()
+    assert stored["last_test"] == result
+    backup = json.loads(runtime.settings.backup_file.read_text())
+    assert backup["providers"][0]["last_test"] == result
+
+
+@pytest.mark.parametrize("status, expected", [(401, "unauthorized"), (403, "unauthorized"), (500, "error"),
+                                              (404, "error"), (429, "error")])
+async def test_http_status_classes(api, fake_provider, status, expected):
+    fake_provider.answer("/v1/models", status=status, body={"error": "nope"})
+    result = await run_test(api, await add(api, fake_provider))
+    assert result["status"] == expected
+    assert result["status_code"] == status
+    assert str(status) in result["detail"]
+    assert result["missing_models"] is None
+
+
+async def test_redirect_is_not_followed_and_names_its_target(api, fake_provider):
+    fake_provider.answer("/v1/models", status=302, headers={"Location": "http://elsewhere.example:8080/steal"})
+    result = await run_test(api, await add(api, fake_provider))
+    assert result["status"] == "error"
+    assert result["status_code"] == 302
+    assert "elsewhere.example" in result["detail"]
+    assert len(fake_provider.requests) == 1
+
+
+async def test_closed_port_is_offline_without_first_byte(api, fake_provider):
+    provider = await add(api, fake_provider)
+    await api.patch(f"/api/providers/{provider['id']}", json={"base_url": f"http://127.0.0.1:{closed_port()}/v1"})
+    result = await run_test(api, provider)
+    assert result["status"] == "offline"
+    assert result["status_code"] is None
+    assert "refused" in result["detail"]
+    assert result["latency_ms"] >= 0
+    assert result["timings"]["first_byte_ms"] is None
+    assert result["missing_models"] is None
+
+
+@pytest.mark.env(BACKEND_REQUEST_TIMEOUT_SECONDS="1")
+async def test_slow_provider_times_out_after_the_configured_timeout(api, fake_provider):
+    fake_provider.answer("/v1/models", body={"data": []}, delay=3)
+    started = time.monotonic()
+    result = await run_test(api, await add(api, fake_provider))
+    assert time.monotonic() - started < 2.5
+    assert result["status"] == "offline"
+    assert result["detail"] == "timeout after 1.0 s"
+    assert result["latency_ms"] >= 900
+    assert result["timings"]["connect_ms"] is not None  # the TCP connect happened before the timeout
+    assert result["timings"]["first_byte_ms"] is None
+    assert_timings_ordered(result["timings"])
+
+
+async def test_tls_failure_is_offline(api, fake_provider, io_loop):
+    class NotTls(TCPServer):
+        async def handle_stream(self, stream, address):
+            await stream.write(b"HTTP/1.1 400 Bad Request\r\n\r\nthis port does not speak TLS\r\n")
+            stream.close()
+
+    server = NotTls()
+    port = closed_port()
+    server.listen(port, "127.0.0.1")
+    try:
+        provider = await add(api, fake_provider)
+        await api.patch(f"/api/providers/{provider['id']}", json={"base_url": f"https://127.0.0.1:{port}/v1"})
+        result = await run_test(api, provider)
+    finally:
+        server.stop()
+    assert result["status"] == "offline"
+    assert "TLS" in result["detail"]
+    assert result["status_code"] is None
+    assert result["timings"]["connect_ms"] is not None
+    assert result["timings"]["tls_ms"] is None
+    assert result["timings"]["first_byte_ms"] is None
+
+
+@pytest.mark.parametrize("body", [b"<html>not json</html>", b'{"data": "not a list"}', b"[1, 2]", b"null"])
+async def test_answer_without_a_model_list_is_online_with_null_missing_models(api, fake_provider, body):
+    fake_provider.answer("/v1/models", body=body)
+    result = await run_test(api, await add(api, fake_provider, models=["m"]))
+    assert result["status"] == "online"
+    assert result["missing_models"] is None
+
+
+async def test_huge_body_is_capped_not_parsed(api, fake_provider):
+    fake_provider.answer("/v1/models", body=b'{"data": [' + b'{"id": "x"},' * 600_000 + b'{"id": "y"}]}')
+    result = await run_test(api, await add(api, fake_provider, models=["y"]))
+    assert result["status"] == "online"
+    assert result["missing_models"] is None
+    assert (await api.get("/ping")).code == 200
+
+
+@pytest.mark.parametrize("provider_type, path, answer, configured, missing", [
+    ("openai", "/v1/models", {"data": [{"id": "gpt-4o"}, {"id": "gpt-4o-mini"}]}, ["gpt-4o", "o3"], ["o3"]),
+    ("anthropic", "/v1/models", {"data": [{"id": "claude-sonnet-4"}]}, ["claude-sonnet-4"], []),
+    ("azure", "/v1/models", {"data": [{"id": "gpt-4o"}]}, ["gpt-4o", "gpt-35"], ["gpt-35"]),
+    ("gemini", "/v1/models", {"models": [{"name": "models/gemini-2.0-flash"}]}, ["gemini-2.0-flash", "gemini-x"],
+     ["gemini-x"]),
+    ("ollama", "/v1/api/tags", {"models": [{"name": "llama3:8b"}]}, ["llama3:8b", "phi3"], ["phi3"]),
+])
+async def test_missing_models_per_type(api, fake_provider, provider_type, path, answer, configured, missing):
+    fake_provider.answer(path, body=answer)
+    result = await run_test(api, await add(api, fake_provider, provider_type, models=configured))
+    assert result["missing_models"] == missing
+
+
+async def test_undecryptable_key_is_an_error_result_not_a_500(api, fake_provider, runtime):
+    provider = await add(api, fake_provider)
+    foreign = Keyring(["another secret"]).encrypt(KEY)
+    provider_rows.set_api_key_ciphertexts(runtime.conn, [(provider["id"], foreign)])
+    result = await run_test(api, provider)
+    assert result["status"] == "error"
+    assert "cannot be decrypted" in result["detail"]
+    assert result["status_code"] is None
+    assert set(result["timings"].values()) == {None}
+    assert fake_provider.requests == []
+
+
+async def test_inactive_provider_can_be_tested(api, fake_provider):
+    result = await run_test(api, await add(api, fake_provider, is_active=False))
+    assert result["status"] == "online"
+
+
+async def test_test_of_unknown_provider_is_404(api):
+    response = await api.post("/api/providers/404/test")
+    assert response.code == 404
+    assert response.json()["detail"]
+
+
+@pytest.mark.env(BACKEND_TEST_CONCURRENCY="3")
+async def test_bulk_test_probes_active_providers_within_the_concurrency_bound(api, fake_provider, runtime):
+    fake_provider.answer("/v1/models", body={"data": [{"id": "model-a"}]}, delay=0.2)
+    active = [await add(api, fake_provider, models=["model-a"]) for _ in range(8)]
+    await add(api, fake_provider, is_active=False)
+    response = await api.post("/api/providers/test")
+    assert response.code == 200
+    results = response.json()["results"]
+    assert sorted(r["id"] for r in results) == [p["id"] for p in active]
+    assert {r["name"] for r in results} == {p["name"] for p in active}
+    assert all(r["status"] == "online" and r["missing_models"] == [] for r in results)
+    assert fake_provider.max_in_flight == 3
+    assert len(fake_provider.requests) == 8
+    listed = (await api.get("/api/providers?is_active=true")).json()
+    assert all(p["last_test"]["status"] == "online" for p in listed)
+    backup = json.loads(runtime.settings.backup_file.read_text())
+    assert sum(p["last_test"] is not None for p in backup["providers"]) == 8
+
+
+async def test_bulk_test_with_no_active_providers_returns_empty_results(api):
+    response = await api.post("/api/providers/test")
+    assert response.code == 200
+    assert response.json() == {"results": []}
+
+
+async def test_ping_answers_while_a_bulk_test_is_running(api, fake_provider):
+    fake_provider.answer("/v1/models", body={"data": []}, delay=1.0)
+    for _ in range(3):
+        await add(api, fake_provider)
+    bulk = asyncio.ensure_future(api.post("/api/providers/test"))
+    while not fake_provider.requests:
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    ping = await api.get("/ping")
+    ping_seconds = time.monotonic() - started
+    assert ping.code == 200
+    assert not bulk.done()
+    assert ping_seconds < 0.5
+    assert (await bulk).code == 200
