@@ -78,7 +78,7 @@ def _large_document(count: int) -> dict:
          "created_at": stamp, "updated_at": stamp, "last_test": None} for i in range(1, count + 1)]}
 
 
-@pytest.mark.parametrize("kill_after", [0.3, 0.55, 0.7])
+@pytest.mark.parametrize("kill_after", [0.5, 0.65, 0.75, 0.85, 1.5])
 def test_sigkill_during_a_large_restore_leaves_the_old_or_the_new_inventory(run_server, tmp_path, kill_after):
     server = run_server({"BACKEND_API_KEY_SECRET": SECRET})
     for i in range(3):
