@@ -183,7 +183,7 @@ class Prober:
 
         request = HTTPRequest(url, method="GET", headers=headers, follow_redirects=False,
                               connect_timeout=self.timeout_seconds, request_timeout=self.timeout_seconds,
-                              streaming_callback=collect)
+                              streaming_callback=collect, prepare_curl_callback=_measure_every_phase)
         tls = url.lower().startswith("https:")
         started = time.monotonic()
         try:
@@ -218,6 +218,14 @@ class Prober:
         if exc.errno in _OFFLINE_DETAILS:
             return f"{_OFFLINE_DETAILS[exc.errno]}: {exc.message}"
         return f"request failed: {exc.message}"
+
+
+def _measure_every_phase(curl: pycurl.Curl) -> None:
+    """A probe checks DNS, TCP and TLS each time: no cached lookup, no reused connection (which
+    would also report those phases as 0)."""
+    curl.setopt(pycurl.DNS_CACHE_TIMEOUT, 0)
+    curl.setopt(pycurl.FRESH_CONNECT, 1)
+    curl.setopt(pycurl.FORBID_REUSE, 1)
 
 
 def _redirect_detail(code: int, url: str, location: str | None) -> str:

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 from jsonschema import Draft202012Validator, FormatChecker
 
 PROVIDER_TYPES = ["openai", "anthropic", "gemini", "azure", "ollama"]
-TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
+TIMESTAMP_PATTERN = (r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)"
+                     r"(\.\d{1,6})?Z$")
 
 _format_checker = FormatChecker(formats=())
 
@@ -34,8 +35,15 @@ def is_provider_base_url(value: object) -> bool:
             and "@" not in parts.netloc and "#" not in value)
 
 
-NAME = {"type": "string", "minLength": 1, "maxLength": 100,
-        "description": "Unique, case-insensitively; stored trimmed."}
+# What "trimming" removes: exactly the characters of JavaScript's \s (the regex dialect of JSON
+# Schema), listed explicitly so Python's re, ECMA-262 regexes and str.strip(WHITESPACE) all agree.
+WHITESPACE = "\t\n\x0b\x0c\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+             "\u2028\u2029\u202f\u205f\u3000\ufeff"
+_WS = "[" + "".join(f"\\u{ord(c):04x}" for c in WHITESPACE) + "]"
+_NOT_WS = "[^" + _WS[1:]
+NAME = {"type": "string", "maxLength": 1000, "pattern": f"^{_WS}*{_NOT_WS}(?:[\\s\\S]{{0,98}}{_NOT_WS})?{_WS}*$",
+        "description": "1-100 characters after trimming whitespace; unique, case-insensitively; stored trimmed."}
+TRIMMED_NAME = {"type": "string", "minLength": 1, "maxLength": 100, "pattern": f"^{_NOT_WS}(?:[\\s\\S]*{_NOT_WS})?$"}
 PROVIDER_TYPE = {"type": "string", "enum": PROVIDER_TYPES}
 BASE_URL = {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
             "description": "Absolute http/https URL with a host, no user-info, no fragment; a trailing / is dropped."}
@@ -56,28 +64,30 @@ PROVIDER_CREATE = {
 }
 PROVIDER_UPDATE = {
     "type": "object",
-    "properties": {**_WRITABLE, "name": NAME, "type": PROVIDER_TYPE},
+    "properties": _WRITABLE,
     "additionalProperties": False,
 }
 
+_MILLISECONDS = {"type": ["number", "null"], "minimum": 0}
 TIMINGS = {
     "type": "object",
-    "properties": {k: {"type": ["number", "null"]} for k in
-                   ("dns_ms", "connect_ms", "tls_ms", "first_byte_ms", "total_ms")},
+    "properties": {k: _MILLISECONDS for k in ("dns_ms", "connect_ms", "tls_ms", "first_byte_ms", "total_ms")},
     "required": ["dns_ms", "connect_ms", "tls_ms", "first_byte_ms", "total_ms"],
+    "additionalProperties": False,
 }
 TEST_RESULT = {
     "type": "object",
     "properties": {
         "status": {"type": "string", "enum": ["online", "unauthorized", "error", "offline"]},
-        "status_code": {"type": ["integer", "null"]},
-        "latency_ms": {"type": "number"},
-        "detail": {"type": ["string", "null"]},
-        "missing_models": {"type": ["array", "null"], "items": {"type": "string"}},
+        "status_code": {"type": ["integer", "null"], "minimum": 100, "maximum": 999},
+        "latency_ms": {"type": "number", "minimum": 0},
+        "detail": {"type": ["string", "null"], "maxLength": 2000},
+        "missing_models": {"type": ["array", "null"], "maxItems": 1000, "items": {"type": "string"}},
         "checked_at": {"type": "string", "pattern": TIMESTAMP_PATTERN},
         "timings": TIMINGS,
     },
     "required": ["status", "status_code", "latency_ms", "detail", "missing_models", "checked_at"],
+    "additionalProperties": False,
 }
 
 PROVIDER = {
@@ -105,7 +115,7 @@ BACKUP_PROVIDER = {
     "type": "object",
     "properties": {
         "id": {"type": "integer", "minimum": 1, "maximum": 2**62},
-        "name": {**NAME, "pattern": r"^\S([\s\S]*\S)?$"},
+        "name": TRIMMED_NAME,
         "type": PROVIDER_TYPE,
         "base_url": {**BASE_URL, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[\\s\\S]*[^/]$"},
         "api_key": {"type": ["string", "null"], "minLength": 1, "maxLength": 20000,

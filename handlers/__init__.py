@@ -1,9 +1,10 @@
 """HTTP only: parse, validate, call the registry or the checker, render. Each module ends with its
 routes; `default_handlers` joins them (unmatched paths go to `NotFoundHandler`)."""
 
-from handlers import admin, health, providers
+from handlers import admin, docs, health, providers
 from handlers.base import NotFoundHandler, RequestsInFlight, log_request
 
-default_handlers = health.default_handlers + providers.default_handlers + admin.default_handlers
+default_handlers = (health.default_handlers + docs.default_handlers + providers.default_handlers
+                    + admin.default_handlers)
 
 __all__ = ["default_handlers", "NotFoundHandler", "RequestsInFlight", "log_request"]

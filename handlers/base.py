@@ -16,7 +16,7 @@ from tornado.web import HTTPError, RequestHandler, stream_request_body
 from checks import BulkTestInProgress, ConnectivityChecker, UpstreamUnusable
 from crypto import UndecryptableKey
 from schemas import validation_errors
-from store.backup import BackupInvalid, BackupKeysUndecryptable, BackupUnreadable, BackupWriteFailed
+from store.backup import BackupDuplicates, BackupInvalid, BackupKeysUndecryptable, BackupUnreadable, BackupWriteFailed
 from store.providers import DuplicateName, ProviderNotFound
 from store.registry import ProviderRegistry
 
@@ -31,6 +31,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     DuplicateName: 409,
     BackupUnreadable: 400,
     BackupInvalid: 422,
+    BackupDuplicates: 409,
     BackupKeysUndecryptable: 409,
     BackupWriteFailed: 500,
     BulkTestInProgress: 409,
@@ -139,8 +140,6 @@ class BaseHandler(RequestHandler):
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.")
         if validator is not None:
-            if isinstance(body.get("name"), str):
-                body["name"] = body["name"].strip()  # names are validated (and stored) trimmed
             errors = validation_errors(validator, body)
             if errors:
                 raise ApiError(422, "The request body is invalid: " + "; ".join(

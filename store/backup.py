@@ -30,6 +30,10 @@ class BackupInvalid(BackupError):
         self.errors = errors
 
 
+class BackupDuplicates(BackupInvalid):
+    """Two providers in the document share an id or a name: it cannot be restored as it is."""
+
+
 class BackupKeysUndecryptable(BackupError):
     """Keys in the document that no configured secret decrypts (a backup from another secret)."""
 
@@ -135,7 +139,7 @@ def check_document(document: Any, keyring: Keyring) -> list[dict[str, Any]]:
     records = document["providers"]
     errors = _duplicates(records, "id", lambda r: r["id"]) + _duplicates(records, "name", lambda r: name_key(r["name"]))
     if errors:
-        raise BackupInvalid("the backup document repeats an id or a name", errors)
+        raise BackupDuplicates("the backup document repeats an id or a name", errors)
     undecryptable = [r["name"] for r in records if r["api_key"] is not None and not keyring.can_decrypt(r["api_key"])]
     if undecryptable:
         raise BackupKeysUndecryptable(

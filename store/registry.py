@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from crypto import Keyring, UndecryptableKey
+from schemas import WHITESPACE
 from store import backup, providers
 from store.database import transaction
 from store.providers import Provider, ProviderFilter
@@ -75,7 +76,7 @@ class ProviderRegistry:
         """Create from a validated create body."""
         now = utc_timestamp()
         values = {
-            "name": fields["name"].strip(),
+            "name": fields["name"].strip(WHITESPACE),
             "type": fields.get("type", "openai"),
             "base_url": fields["base_url"].rstrip("/"),
             "api_key_ciphertext": self._encrypt(fields.get("api_key")),
@@ -101,7 +102,7 @@ class ProviderRegistry:
                     values["api_key_ciphertext"] = self._encrypt(value)
                 continue
             if name == "name":
-                value = value.strip()
+                value = value.strip(WHITESPACE)
             elif name == "base_url":
                 value = value.rstrip("/")
             if getattr(current, name) != value:
@@ -136,7 +137,7 @@ class ProviderRegistry:
             for record in records:
                 values = {k: v for k, v in record.items() if k not in ("id", "api_key")}
                 values["api_key_ciphertext"] = record["api_key"]
-                providers.insert_provider(conn, values, provider_id=record["id"])
+                providers.insert_provider(conn, values, provider_id=int(record["id"]))  # 7.0 is an integer too
         return len(records)
 
     def preview_restore(self, document: Any) -> RestorePreview:

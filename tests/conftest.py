@@ -269,48 +269,56 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 30
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def start_server_process(env: dict[str, str], cwd: Path, args: list[str] = (), wait: bool = True) -> ServerProcess:
+    """Start `server.py ARGS` in `cwd` with a clean environment plus `env`; wait for /ping."""
+    import urllib.request
+    port = int(env.get("BACKEND_PORT") or free_port())
+    log_path = cwd / f"server-{port}.log"
+    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **env,
+                "BACKEND_PORT": str(port)}
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen([sys.executable, str(ROOT / "server.py"), *args], cwd=cwd, env=full_env,
+                                   stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    server = ServerProcess(process, port, log_path)
+    if not wait:
+        return server
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            with urllib.request.urlopen(server.url + "/ping", timeout=1) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"server did not answer /ping in time:\n{server.log()}")
+
+
+def kill_server_process(server: ServerProcess) -> None:
+    if server.process.poll() is None:
+        server.process.kill()
+        server.process.wait(timeout=10)
+
+
 @pytest.fixture
 def run_server(tmp_path: Path):
-    """Start `server.py` (cwd = a temp dir) and wait until /ping answers; stopped at teardown."""
+    """`start(env, args=(), cwd=tmp_path)`: `server.py` as a subprocess; killed at teardown if still running."""
     started: list[ServerProcess] = []
 
     def start(env: dict[str, str], args: list[str] = (), cwd: Path | None = None, wait: bool = True) -> ServerProcess:
-        import urllib.request
-        port = free_port()
-        cwd = cwd or tmp_path
-        log_path = tmp_path / f"server-{port}.log"
-        full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
-                    "BACKEND_PORT": str(port), **env}
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen([sys.executable, str(ROOT / "server.py"), *args], cwd=cwd, env=full_env,
-                                       stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        server = ServerProcess(process, int(full_env["BACKEND_PORT"]), log_path)
+        server = start_server_process(env, cwd or tmp_path, args, wait)
         started.append(server)
-        if wait:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                if process.poll() is not None:
-                    raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
-                try:
-                    with urllib.request.urlopen(server.url + "/ping", timeout=1) as response:
-                        if response.status == 200:
-                            return server
-                except OSError:
-                    time.sleep(0.05)
-            raise AssertionError(f"server did not answer /ping in time:\n{server.log()}")
         return server
 
     yield start
     for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait(timeout=10)
+        kill_server_process(server)
 
 
-@pytest.fixture
-def threaded_fake_provider():
-    """The same fake upstream, served from its own thread and event loop: for `server.py` subprocesses
-    (whose requests arrive while the test itself blocks)."""
+def start_threaded_fake_provider() -> tuple[FakeProvider, Any]:
+    """The fake upstream served from its own thread and event loop; returns it and a stop function."""
     import threading
     fake = FakeProvider()
     ready = threading.Event()
@@ -327,7 +335,7 @@ def threaded_fake_provider():
         sock.setblocking(False)
         fake.port = sock.getsockname()[1]
         server.add_sockets([sock])
-        state["loop"], state["server"] = loop, server
+        state["loop"] = loop
         ready.set()
         loop.run_forever()
         server.stop()
@@ -336,9 +344,20 @@ def threaded_fake_provider():
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     assert ready.wait(10)
+
+    def stop() -> None:
+        state["loop"].call_soon_threadsafe(state["loop"].stop)
+        thread.join(10)
+
+    return fake, stop
+
+
+@pytest.fixture
+def threaded_fake_provider():
+    """The fake upstream for `server.py` subprocesses (whose requests arrive while the test blocks)."""
+    fake, stop = start_threaded_fake_provider()
     yield fake
-    state["loop"].call_soon_threadsafe(state["loop"].stop)
-    thread.join(10)
+    stop()
 
 
 def http_json(method: str, url: str, body: Any = None, token: str | None = None,

@@ -83,10 +83,13 @@ async def test_online_result_shape_and_last_test_persisted_in_listing_and_backup
     assert result["timings"]["first_byte_ms"] is not None
     assert result["timings"]["tls_ms"] is None  # plain http: no TLS phase
 
+    again = await run_test(api, provider)  # a second probe measures a new connection, not a reused one
+    assert again["timings"]["connect_ms"] is not None and again["timings"]["dns_ms"] is not None
+
     stored = (await api.get(f"/api/providers/{provider['id']}")).json()
-    assert stored["last_test"] == result
+    assert stored["last_test"] == again
     backup = json.loads(runtime.settings.backup_file.read_text())
-    assert backup["providers"][0]["last_test"] == result
+    assert backup["providers"][0]["last_test"] == again
 
 
 @pytest.mark.parametrize("status, expected", [(401, "unauthorized"), (403, "unauthorized"), (500, "error"),

@@ -129,8 +129,8 @@ def _corrupt(document: dict, how: str) -> object:
 
 @pytest.mark.parametrize("how, status", [
     ("format", 422), ("version", 422), ("no providers", 422), ("bad url", 422), ("missing field", 422),
-    ("unknown field", 422), ("bad type", 422), ("bad timestamp", 422), ("duplicate id", 422),
-    ("duplicate name", 422), ("not an object", 422), ("bad last_test", 422),
+    ("unknown field", 422), ("bad type", 422), ("bad timestamp", 422), ("duplicate id", 409),
+    ("duplicate name", 409), ("not an object", 422), ("bad last_test", 422),
 ])
 async def test_invalid_document_is_refused_and_changes_nothing(api, fake_provider, runtime, how, status):
     await seed(api, fake_provider)

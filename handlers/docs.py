@@ -1,0 +1,231 @@
+"""/openapi.json, built from the same schema objects the handlers validate with, and /docs, Swagger UI
+served from the files of the installed swagger-ui-py package (no internet needed)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.resources
+from typing import Any
+
+from tornado.web import StaticFileHandler
+
+import schemas
+from handlers.base import BaseHandler
+
+SWAGGER_UI_DIR = str(importlib.resources.files("swagger_ui") / "static")
+API_VERSION = "1.0.0"
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Malformed request: body not JSON / not an object, or a bad query parameter.",
+    401: "Missing or wrong admin token.",
+    404: "Unknown provider id or path.",
+    409: "Conflict (duplicate name, a bulk test already running, keys that no secret decrypts).",
+    413: "Body larger than 1 MiB.",
+    422: "Body fails the schema; `errors` lists each problem with its JSON pointer.",
+    502: "The provider gave no usable model list.",
+}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    responses = {str(code): _json(_ref("Error"), _ERROR_DESCRIPTIONS[code]) for code in codes}
+    if 401 in codes:
+        responses["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    return responses
+
+
+_PROVIDER_ID = {"name": "provider_id", "in": "path", "required": True,
+                "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}}
+_LIMIT = {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+
+
+def _operation(summary: str, responses: dict[str, Any], body: dict | None = None, parameters: list | None = None,
+               body_required: bool = True, public: bool = False) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": body_required, "content": {"application/json": {"schema": body}}}
+    if public:
+        operation["security"] = []
+    else:
+        operation["responses"] = {**responses, **_errors(401)}
+    return operation
+
+
+@functools.cache
+def build_openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the API (built once: the schemas do not change while running)."""
+    bulk_result = {**schemas.TEST_RESULT,
+                   "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                                  **schemas.TEST_RESULT["properties"]},
+                   "required": ["id", "name", *schemas.TEST_RESULT["required"]]}
+    history = {"type": "object", "required": ["results", "summary"], "properties": {
+        "results": {"type": "array", "items": _ref("TestResult")},
+        "summary": {"type": "object", "required": ["count", "online_pct", "p50_ms", "p95_ms"], "properties": {
+            "count": {"type": "integer"}, "online_pct": {"type": ["number", "null"]},
+            "p50_ms": {"type": ["number", "null"]}, "p95_ms": {"type": ["number", "null"]}}}}}
+    discovered = {"type": "object", "required": ["models", "missing", "new"], "properties": {
+        k: {"type": "array", "items": {"type": "string"}} for k in ("models", "missing", "new")}}
+    restored = {"type": "object", "required": ["restored"], "properties": {"restored": {"type": "integer"}}}
+    preview = {"type": "object", "required": ["dry_run", "added", "removed", "changed", "unchanged"], "properties": {
+        "dry_run": {"const": True},
+        "added": {"type": "array", "items": {"type": "string"}},
+        "removed": {"type": "array", "items": {"type": "string"}},
+        "changed": {"type": "array", "items": {"type": "object", "required": ["name", "fields"], "properties": {
+            "name": {"type": "string"}, "fields": {"type": "array", "items": {"type": "string"}}}}},
+        "unchanged": {"type": "integer"}}}
+    list_parameters = [
+        {"name": "is_active", "in": "query", "required": False, "schema": {"type": "string", "enum": ["true", "false"]}},
+        {"name": "type", "in": "query", "required": False, "schema": schemas.PROVIDER_TYPE},
+        {"name": "q", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "Name substring, case-insensitive; % and _ are literal."},
+        _LIMIT,
+        {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+    ]
+    provider = _json(_ref("Provider"), "The provider.")
+    test_result = _json(_ref("TestResult"), "The result of the connectivity test.")
+    paths = {
+        "/ping": {"get": _operation("Liveness", {"200": _json(
+            {"type": "object", "properties": {"status": {"const": "ok"}}, "required": ["status"]}, "Alive.")},
+            public=True)},
+        "/api/providers": {
+            "get": _operation("List providers (ordered by id)", {
+                "200": {**_json({"type": "array", "items": _ref("Provider")}, "One page of providers."),
+                        "headers": {"X-Total-Count": {"schema": {"type": "integer"},
+                                                      "description": "How many match the filters in all."}}},
+                **_errors(400)}, parameters=list_parameters),
+            "post": _operation("Create a provider", {
+                "201": {**provider, "headers": {"Location": {"schema": {"type": "string"}}}},
+                **_errors(400, 409, 413, 422)}, body=_ref("ProviderCreate")),
+        },
+        "/api/providers/{provider_id}": {
+            "parameters": [_PROVIDER_ID],
+            "get": _operation("Get a provider", {"200": provider, **_errors(404)}),
+            "patch": _operation("Update some fields of a provider (`api_key: null` removes the key)",
+                                {"200": provider, **_errors(400, 404, 409, 413, 422)}, body=_ref("ProviderUpdate")),
+            "delete": _operation("Delete a provider", {"204": {"description": "Deleted."}, **_errors(404)}),
+        },
+        "/api/providers/{provider_id}/test": {
+            "parameters": [_PROVIDER_ID],
+            "post": _operation("Test a provider's connectivity (result stored as last_test)",
+                               {"200": test_result, **_errors(404)}),
+        },
+        "/api/providers/test": {
+            "post": _operation("Test every active provider concurrently", {"200": _json(
+                {"type": "object", "required": ["results"],
+                 "properties": {"results": {"type": "array", "items": bulk_result}}}, "All results."),
+                **_errors(409)}),
+        },
+        "/api/providers/test-connection": {
+            "post": _operation("Test an unsaved provider (nothing is stored)",
+                               {"200": test_result, **_errors(400, 413, 422)}, body=_ref("ProviderCreate")),
+        },
+        "/api/providers/{provider_id}/tests": {
+            "parameters": [_PROVIDER_ID],
+            "get": _operation("Probe history (newest first, last 100 kept) with a summary",
+                              {"200": _json(history, "History."), **_errors(400, 404)}, parameters=[_LIMIT]),
+        },
+        "/api/providers/{provider_id}/models/discover": {
+            "parameters": [_PROVIDER_ID],
+            "get": _operation("Compare configured models with the provider's list",
+                              {"200": _json(discovered, "Upstream, missing and new models."), **_errors(404, 502)}),
+        },
+        "/api/providers/{provider_id}/models/sync": {
+            "parameters": [_PROVIDER_ID],
+            "post": _operation("Set the provider's models to its upstream list",
+                               {"200": provider, **_errors(404, 502)}),
+        },
+        "/api/admin/providers/export": {
+            "get": _operation("The backup document", {"200": _json(_ref("BackupDocument"), "The whole inventory.")}),
+        },
+        "/api/admin/providers/restore": {
+            "post": _operation(
+                "Restore the inventory from a backup document (the body) or, with an empty body, the backup file",
+                {"200": _json({"oneOf": [restored, preview]}, "Restored, or the dry-run report."),
+                 **_errors(400, 409, 413, 422)},
+                body=_ref("BackupDocument"), body_required=False,
+                parameters=[{"name": "dry_run", "in": "query", "required": False,
+                             "schema": {"type": "string", "enum": ["true", "false"]}}]),
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Provider registry", "version": API_VERSION,
+                 "description": "Inventory of the LLM providers a team uses: base URLs, encrypted API keys, "
+                                "models and reachability."},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": copy.deepcopy({
+                "ProviderCreate": schemas.PROVIDER_CREATE,
+                "ProviderUpdate": schemas.PROVIDER_UPDATE,
+                "Provider": schemas.PROVIDER,
+                "TestResult": schemas.TEST_RESULT,
+                "BackupDocument": schemas.BACKUP_DOCUMENT,
+                "Error": schemas.ERROR,
+            }),
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                               "description": "BACKEND_ADMIN_TOKEN, when the server has one."}},
+        },
+        "security": [{"bearerAuth": []}],
+    }
+
+
+class OpenApiHandler(BaseHandler):
+    def get(self) -> None:
+        self.write_json(build_openapi())
+
+
+_DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Provider registry API</title>
+  <link rel="stylesheet" href="/docs/static/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/static/swagger-ui-bundle.js"></script>
+  <script src="/docs/init.js"></script>
+</body>
+</html>
+"""
+
+# Kept out of the page so the Content-Security-Policy can forbid inline scripts.
+_DOCS_INIT = """window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
+  persistAuthorization: false});
+"""
+
+_DOCS_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+             "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+class DocsHandler(BaseHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.set_header("Content-Security-Policy", _DOCS_CSP)
+        self.finish(_DOCS_PAGE)
+
+
+class DocsInitHandler(BaseHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/javascript; charset=UTF-8")
+        self.finish(_DOCS_INIT)
+
+
+default_handlers = [
+    (r"/openapi\.json", OpenApiHandler),
+    (r"/docs/?", DocsHandler),
+    (r"/docs/init\.js", DocsInitHandler),
+    (r"/docs/static/(.*)", StaticFileHandler, {"path": SWAGGER_UI_DIR}),
+]
