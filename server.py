@@ -107,12 +107,19 @@ def prepare_keys_and_backup(registry: ProviderRegistry) -> None:
         log.warning(warning)
 
 
-async def serve(runtime: Runtime) -> None:
+def build_service(runtime: Runtime) -> tuple[tornado.web.Application, Prober, ConnectivityChecker]:
+    """Start-up housekeeping, then the prober (one curl client, sized for the bulk concurrency),
+    the checker and the Application."""
     settings = runtime.settings
     prepare_keys_and_backup(runtime.registry)
     prober = Prober(settings.request_timeout_seconds, max_clients=max(settings.test_concurrency, 10))
     checker = ConnectivityChecker(runtime.registry, prober, settings.test_concurrency)
-    app = make_app(runtime, checker)
+    return make_app(runtime, checker), prober, checker
+
+
+async def serve(runtime: Runtime) -> None:
+    settings = runtime.settings
+    app, prober, checker = build_service(runtime)
     # The body limit (1 MiB) is enforced by the handlers with a JSON 413; this is only a backstop.
     server = tornado.httpserver.HTTPServer(app, max_body_size=64 * 1024 * 1024)
     try:

@@ -32,10 +32,8 @@ from tornado.httpclient import HTTPRequest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from checks import ConnectivityChecker  # noqa: E402
 from config import load_settings  # noqa: E402
-from probe import Prober  # noqa: E402
-from server import make_app, open_runtime  # noqa: E402
+from server import build_service, open_runtime  # noqa: E402
 
 TEST_SECRET = "test-secret-for-the-suite"
 
@@ -71,10 +69,7 @@ def runtime(env):
 
 @pytest.fixture
 def app(runtime, io_loop):
-    settings = runtime.settings
-    prober = Prober(settings.request_timeout_seconds, max_clients=max(settings.test_concurrency, 10))
-    checker = ConnectivityChecker(runtime.registry, prober, settings.test_concurrency)
-    application = make_app(runtime, checker)
+    application, prober, _ = build_service(runtime)
     yield application
     prober.close()
 
