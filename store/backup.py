@@ -99,7 +99,8 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def encode_document(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+    # Compact: json's C encoder only serves indent=None, and it is ~4x faster on a large inventory.
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def read_backup_file(path: Path) -> Any:
