@@ -102,6 +102,11 @@ def prepare_keys_and_backup(registry: ProviderRegistry) -> None:
         log.info("re-encrypted %d API keys under the current secret", report.rotated)
     for name in report.undecryptable:
         log.warning("the API key of provider %r cannot be decrypted with the configured secrets", name)
+    if not registry.keyring.has_old_secrets:
+        name = registry.first_undecryptable_key()
+        if name is not None:
+            log.warning("the API key of provider %r cannot be decrypted with the configured secret: is "
+                        "BACKEND_API_KEY_SECRET (or data/secret.key) the one the keys were stored with?", name)
     warning = registry.reconcile_backup()
     if warning:
         log.warning(warning)
@@ -145,9 +150,7 @@ async def serve(runtime: Runtime) -> None:
 
 
 def run_export(runtime: Runtime, target: Path) -> str:
-    document = runtime.registry.export_document()
-    backup.write_atomically(target, backup.encode_document(document))
-    return f"exported {len(document['providers'])} providers to {target}"
+    return f"exported {runtime.registry.write_backup(target)} providers to {target}"
 
 
 def run_restore(runtime: Runtime, source: Path, dry_run: bool) -> str:

@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def start_registry(data_dir: Path, port: int, extra_env: dict[str, str] | None =
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
            "BACKEND_DATABASE_URL": f"sqlite:///{data_dir / 'providers.db'}",
            "BACKEND_BACKUP_FILE": str(data_dir / "config_backup.json"),
-           "BACKEND_API_KEY_SECRET": "benchmark-secret", "BACKEND_PORT": str(port), **(extra_env or {})}
+           "BACKEND_API_KEY_SECRET": SECRET, "BACKEND_PORT": str(port), **(extra_env or {})}
     log = open(data_dir / "server.log", "ab")
     return subprocess.Popen([sys.executable, str(ROOT / "server.py")], env=env, stdout=log, stderr=log,
                             stdin=subprocess.DEVNULL, cwd=data_dir)
@@ -63,18 +64,27 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(5)
 
 
-def backup_document(count: int, base_url: str) -> dict:
-    """A backup document of `count` keyless providers (restoring it is the fast way to fill a server)."""
+SECRET = "benchmark-secret"
+
+
+def backup_document(count: int, base_url: str, with_keys: bool = False) -> dict:
+    """A backup document of `count` providers (restoring it is the fast way to fill a server); with
+    keys encrypted under SECRET when asked, so previews and backup sizes are realistic."""
+    sys.path.insert(0, str(ROOT))
+    from crypto import Keyring
+    keyring = Keyring([SECRET]) if with_keys else None
     stamp = "2026-01-01T00:00:00Z"
     return {"format": "provider-registry-backup", "version": 1, "exported_at": stamp, "providers": [
-        {"id": i, "name": f"provider-{i:05d}", "type": "openai", "base_url": base_url, "api_key": None,
+        {"id": i, "name": f"provider-{i:05d}", "type": "openai", "base_url": base_url,
+         "api_key": keyring.encrypt(f"sk-bench-{i:08d}-abcdefghijklmnop") if keyring else None,
          "models": ["model-a", "model-b"], "is_active": True, "created_at": stamp, "updated_at": stamp,
          "last_test": None} for i in range(1, count + 1)]}
 
 
-def fill_registry(data_dir: Path, count: int, base_url: str) -> None:
+def fill_registry(data_dir: Path, count: int, base_url: str, with_keys: bool = False) -> None:
     """Write a backup of `count` providers into the server's backup file (restore it next)."""
-    (data_dir / "config_backup.json").write_text(json.dumps(backup_document(count, base_url)))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "config_backup.json").write_text(json.dumps(backup_document(count, base_url, with_keys)))
 
 
 def request(method: str, url: str, body: bytes | None = None, timeout: float = 300) -> tuple[int, bytes]:

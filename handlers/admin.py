@@ -8,7 +8,7 @@ from store.backup import parse_document, read_backup_file
 
 class ExportHandler(BaseHandler):
     def get(self) -> None:
-        self.write_json(self.registry.export_document())
+        self.write_json_text(self.registry.export_json())
 
 
 class RestoreHandler(BaseHandler):

@@ -4,6 +4,7 @@ errors into SPEC's JSON error responses."""
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 import logging
 import re
@@ -47,6 +48,8 @@ _STATUS_DETAILS = {
 }
 _INTERNAL_ERROR = "Internal server error; the server log has the details."
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Unique per process (random prefix) and cheap per request (a counter, no syscall).
+_request_ids = (f"{uuid.uuid4().hex[:8]}-{n}" for n in itertools.count(1))
 
 
 class ApiError(HTTPError):
@@ -102,7 +105,7 @@ class BaseHandler(RequestHandler):
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
         if not hasattr(self, "request_id"):  # runs in __init__, before initialize()
-            self.request_id = self._incoming_request_id() or uuid.uuid4().hex[:16]
+            self.request_id = self._incoming_request_id() or next(_request_ids)
         self.set_header("X-Request-Id", self.request_id)
 
     def prepare(self) -> None:
@@ -169,8 +172,12 @@ class BaseHandler(RequestHandler):
     # -- responses --------------------------------------------------------------------------------
 
     def write_json(self, value: Any, status: int = 200) -> None:
+        self.write_json_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")), status)
+
+    def write_json_text(self, text: str | bytes, status: int = 200) -> None:
+        """Send JSON that is already text (as the store renders providers)."""
         self.set_status(status)
-        self.finish(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+        self.finish(text)
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.resources
+import importlib.util
+import os
 from typing import Any
 
 from tornado.web import StaticFileHandler
@@ -13,7 +14,8 @@ from tornado.web import StaticFileHandler
 import schemas
 from handlers.base import BaseHandler
 
-SWAGGER_UI_DIR = str(importlib.resources.files("swagger_ui") / "static")
+# Located, not imported: the package's Python side (Jinja2, YAML) is not needed to serve its files.
+SWAGGER_UI_DIR = os.path.join(importlib.util.find_spec("swagger_ui").submodule_search_locations[0], "static")
 API_VERSION = "1.0.0"
 
 

@@ -8,31 +8,14 @@ from typing import Any
 from handlers.base import ApiError, BaseHandler
 from probe import ProbeTarget
 from schemas import PROVIDER_TYPES, provider_create_validator, provider_update_validator
-from store.providers import Provider, ProviderFilter
+from store.providers import ProviderFilter
 
 _ID = r"(?P<provider_id>[0-9]{1,18})"
 
 
-def render_provider(provider: Provider, preview: str | None) -> dict[str, Any]:
-    """A provider as the API shows it: the key only as `has_api_key` and a preview."""
-    return {
-        "id": provider.id,
-        "name": provider.name,
-        "type": provider.type,
-        "base_url": provider.base_url,
-        "models": provider.models,
-        "is_active": provider.is_active,
-        "has_api_key": provider.api_key_ciphertext is not None,
-        "api_key_preview": preview,
-        "created_at": provider.created_at,
-        "updated_at": provider.updated_at,
-        "last_test": provider.last_test,
-    }
-
-
 class ProviderBaseHandler(BaseHandler):
-    def render(self, provider: Provider) -> dict[str, Any]:
-        return render_provider(provider, self.registry.api_key_preview(provider))
+    def write_provider(self, provider_id: int, status: int = 200) -> None:
+        self.write_json_text(self.registry.get_json(provider_id), status)
 
 
 class ProviderListHandler(ProviderBaseHandler):
@@ -44,23 +27,23 @@ class ProviderListHandler(ProviderBaseHandler):
                                  name_contains=self.get_query_argument("q", None))
         limit = self.query_int("limit", 1, 1000)
         offset = self.query_int("offset", 0) or 0
-        page, total = self.registry.list(filters, limit, offset)
+        page, total = self.registry.list_json(filters, limit, offset)
         self.set_header("X-Total-Count", str(total))
-        self.write_json([self.render(p) for p in page])
+        self.write_json_text("[" + ",".join(page) + "]")
 
     def post(self) -> None:
         provider = self.registry.create(self.json_body(provider_create_validator))
         self.set_header("Location", f"/api/providers/{provider.id}")
-        self.write_json(self.render(provider), status=201)
+        self.write_provider(provider.id, status=201)
 
 
 class ProviderHandler(ProviderBaseHandler):
     def get(self, provider_id: str) -> None:
-        self.write_json(self.render(self.registry.get(int(provider_id))))
+        self.write_provider(int(provider_id))
 
     def patch(self, provider_id: str) -> None:
         changes = self.json_body(provider_update_validator)
-        self.write_json(self.render(self.registry.update(int(provider_id), changes)))
+        self.write_provider(self.registry.update(int(provider_id), changes).id)
 
     def delete(self, provider_id: str) -> None:
         self.registry.delete(int(provider_id))
@@ -107,7 +90,7 @@ class ModelDiscoveryHandler(BaseHandler):
 class ModelSyncHandler(ProviderBaseHandler):
     async def post(self, provider_id: str) -> None:
         upstream, _ = await self.checker.discover(int(provider_id))
-        self.write_json(self.render(self.registry.update(int(provider_id), {"models": upstream})))
+        self.write_provider(self.registry.update(int(provider_id), {"models": upstream}).id)
 
 
 def history_summary(results: list[dict[str, Any]]) -> dict[str, Any]:

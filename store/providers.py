@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 HISTORY_KEPT_PER_PROVIDER = 100
 
@@ -68,6 +68,24 @@ _COLUMNS = {
 }
 
 
+# The provider as the API shows it and as the backup stores it, built by SQLite's JSON functions:
+# listing 100 providers (or writing the backup of 1,000) this way is about five times faster than
+# mapping rows to objects and json.dumps-ing them, and holds no Python object per provider.
+# models and last_test are stored as JSON text, json() embeds them as JSON. api_key_preview() is a
+# SQL function the registry registers on the connection (it needs the keyring).
+_BOOLEAN = "json(CASE WHEN {} THEN 'true' ELSE 'false' END)"
+_API_JSON = (
+    "json_object('id', id, 'name', name, 'type', type, 'base_url', base_url, 'models', json(models), "
+    f"'is_active', {_BOOLEAN.format('is_active')}, "
+    f"'has_api_key', {_BOOLEAN.format('api_key_ciphertext IS NOT NULL')}, "
+    "'api_key_preview', api_key_preview(api_key_ciphertext), "
+    "'created_at', created_at, 'updated_at', updated_at, 'last_test', json(last_test))")
+_BACKUP_JSON = (
+    "json_object('id', id, 'name', name, 'type', type, 'base_url', base_url, 'api_key', api_key_ciphertext, "
+    f"'models', json(models), 'is_active', {_BOOLEAN.format('is_active')}, "
+    "'created_at', created_at, 'updated_at', updated_at, 'last_test', json(last_test))")
+
+
 def _provider_from_row(row: sqlite3.Row | tuple) -> Provider:
     (id_, name, type_, base_url, ciphertext, models, is_active, created_at, updated_at, last_test) = row
     return Provider(id=id_, name=name, type=type_, base_url=base_url, api_key_ciphertext=ciphertext,
@@ -98,6 +116,34 @@ def list_providers(conn: sqlite3.Connection, filters: ProviderFilter = ProviderF
     rows = conn.execute(_SELECT + where + " ORDER BY id LIMIT ? OFFSET ?",
                         params + [-1 if limit is None else limit, offset]).fetchall()
     return [_provider_from_row(r) for r in rows], total
+
+
+def list_providers_json(conn: sqlite3.Connection, filters: ProviderFilter = ProviderFilter(),
+                        limit: int | None = None, offset: int = 0) -> tuple[list[str], int]:
+    """Like `list_providers`, each provider as its API JSON text."""
+    where, params = _where(filters)
+    total = conn.execute("SELECT count(*) FROM providers" + where, params).fetchone()[0]
+    rows = conn.execute(f"SELECT {_API_JSON} FROM providers" + where + " ORDER BY id LIMIT ? OFFSET ?",
+                        params + [-1 if limit is None else limit, offset])
+    return [r[0] for r in rows], total
+
+
+def provider_json(conn: sqlite3.Connection, provider_id: int) -> str:
+    """One provider as its API JSON text."""
+    row = conn.execute(f"SELECT {_API_JSON} FROM providers WHERE id = ?", (provider_id,)).fetchone()
+    if row is None:
+        raise ProviderNotFound(provider_id)
+    return row[0]
+
+
+def backup_records_json(conn: sqlite3.Connection, ids: Iterable[int] | None = None) -> Iterator[tuple[int, str]]:
+    """(id, backup record JSON text) of every provider, or of those of `ids` that exist, by id."""
+    if ids is None:
+        yield from conn.execute(f"SELECT id, {_BACKUP_JSON} FROM providers ORDER BY id")
+        return
+    # json_each() takes the whole id list as one bound parameter, however long it is.
+    yield from conn.execute(f"SELECT id, {_BACKUP_JSON} FROM providers WHERE id IN (SELECT value FROM json_each(?)) "
+                            "ORDER BY id", (json.dumps(sorted(ids)),))
 
 
 def all_providers(conn: sqlite3.Connection) -> list[Provider]:

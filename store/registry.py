@@ -37,6 +37,15 @@ class RestorePreview:
                 "changed": self.changed, "unchanged": self.unchanged}
 
 
+EVERYTHING = None  # for _mirrored_change: the change may affect any provider (restore)
+
+
+@dataclass
+class _Change:
+    conn: sqlite3.Connection
+    touched: set[int]
+
+
 @dataclass
 class RotationReport:
     rotated: int
@@ -48,6 +57,11 @@ class ProviderRegistry:
         self._conn = conn
         self.keyring = keyring
         self.backup_path = backup_path
+        # The SQL that renders providers as JSON calls this for the preview (cached per ciphertext).
+        conn.create_function("api_key_preview", 1, keyring.preview, deterministic=True)
+        # Each provider's backup record JSON as committed, in id order: a change re-renders only
+        # the records it touched, and the backup file is these joined. None until first needed.
+        self._records: dict[int, str] | None = None
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -57,6 +71,14 @@ class ProviderRegistry:
 
     def get(self, provider_id: int) -> Provider:
         return providers.get_provider(self._conn, provider_id)
+
+    def list_json(self, filters: ProviderFilter = ProviderFilter(), limit: int | None = None,
+                  offset: int = 0) -> tuple[list[str], int]:
+        """A page of providers as API JSON texts, and the total matching."""
+        return providers.list_providers_json(self._conn, filters, limit, offset)
+
+    def get_json(self, provider_id: int) -> str:
+        return providers.provider_json(self._conn, provider_id)
 
     def history(self, provider_id: int, limit: int) -> list[dict[str, Any]]:
         return providers.probe_history(self._conn, provider_id, limit)
@@ -85,8 +107,9 @@ class ProviderRegistry:
             "created_at": now,
             "updated_at": now,
         }
-        with self._mirrored_change() as conn:
-            provider_id = providers.insert_provider(conn, values)
+        with self._mirrored_change(set()) as change:
+            provider_id = providers.insert_provider(change.conn, values)
+            change.touched.add(provider_id)
         return self.get(provider_id)
 
     def update(self, provider_id: int, changes: dict[str, Any]) -> Provider:
@@ -110,21 +133,21 @@ class ProviderRegistry:
         if not values:
             return current
         values["updated_at"] = utc_timestamp()
-        with self._mirrored_change() as conn:
-            providers.update_provider(conn, provider_id, values)
+        with self._mirrored_change({provider_id}) as change:
+            providers.update_provider(change.conn, provider_id, values)
         return self.get(provider_id)
 
     def delete(self, provider_id: int) -> None:
-        with self._mirrored_change() as conn:
-            providers.delete_provider(conn, provider_id)
+        with self._mirrored_change({provider_id}) as change:
+            providers.delete_provider(change.conn, provider_id)
 
     def record_probe_results(self, results: dict[int, dict[str, Any]]) -> None:
         """Store test results (as `last_test` and in history) in one transaction and one backup
         write. Providers deleted while they were being probed are skipped."""
-        with self._mirrored_change() as conn:
+        with self._mirrored_change(set(results)) as change:
             for provider_id, result in results.items():
                 try:
-                    providers.add_probe_result(conn, provider_id, result)
+                    providers.add_probe_result(change.conn, provider_id, result)
                 except providers.ProviderNotFound:
                     pass
 
@@ -132,12 +155,12 @@ class ProviderRegistry:
         """Replace the whole inventory with a backup document's, keeping ids; nothing changes
         unless the whole document passes `backup.check_document`."""
         records = backup.check_document(document, self.keyring)
-        with self._mirrored_change() as conn:
-            providers.delete_all_providers(conn)
+        with self._mirrored_change(EVERYTHING) as change:
+            providers.delete_all_providers(change.conn)
             for record in records:
                 values = {k: v for k, v in record.items() if k not in ("id", "api_key")}
                 values["api_key_ciphertext"] = record["api_key"]
-                providers.insert_provider(conn, values, provider_id=int(record["id"]))  # 7.0 is an integer too
+                providers.insert_provider(change.conn, values, provider_id=int(record["id"]))  # 7.0 is an int too
         return len(records)
 
     def preview_restore(self, document: Any) -> RestorePreview:
@@ -159,8 +182,11 @@ class ProviderRegistry:
         return preview
 
     def rotate_keys(self) -> RotationReport:
-        """Re-encrypt every key that an old secret reads under the current one, in one transaction."""
+        """Re-encrypt every key that an old secret reads under the current one, in one transaction.
+        With a single secret there is nothing to rotate and no key is read."""
         rotated, undecryptable = [], []
+        if not self.keyring.has_old_secrets:
+            return RotationReport(0, [])
         for provider in providers.all_providers(self._conn):
             ciphertext = provider.api_key_ciphertext
             if ciphertext is None or self.keyring.is_current(ciphertext):
@@ -170,17 +196,32 @@ class ProviderRegistry:
             except UndecryptableKey:
                 undecryptable.append(provider.name)
         if rotated:
-            with self._mirrored_change() as conn:
-                providers.set_api_key_ciphertexts(conn, rotated)
+            with self._mirrored_change({provider_id for provider_id, _ in rotated}) as change:
+                providers.set_api_key_ciphertexts(change.conn, rotated)
         return RotationReport(len(rotated), undecryptable)
+
+    def first_undecryptable_key(self) -> str | None:
+        """The name of the first stored provider whose key no secret decrypts, checking only the
+        first stored key: a cheap start-up check for a wrong secret."""
+        for provider in providers.all_providers(self._conn):
+            if provider.api_key_ciphertext is not None:
+                return None if self.keyring.can_decrypt(provider.api_key_ciphertext) else provider.name
+        return None
 
     # -- the backup ----------------------------------------------------------------------------
 
-    def export_document(self) -> dict[str, Any]:
-        return backup.build_document(providers.all_providers(self._conn))
+    def export_json(self) -> bytes:
+        """The backup document of the whole inventory, read from the database."""
+        records = (record for _, record in providers.backup_records_json(self._conn))
+        return b"".join(backup.document_chunks(records))
 
-    def write_backup(self) -> None:
-        backup.write_atomically(self.backup_path, backup.encode_document(self.export_document()))
+    def write_backup(self, path: Path | None = None) -> int:
+        """Write the backup document to `path` (default: the backup file); returns how many providers."""
+        records = dict(providers.backup_records_json(self._conn))
+        backup.write_atomically(path or self.backup_path, backup.document_chunks(records.values()))
+        if path is None:
+            self._records = records
+        return len(records)
 
     def reconcile_backup(self) -> str | None:
         """At start-up, make the backup mirror the database again (a crash may have left it one
@@ -201,12 +242,25 @@ class ProviderRegistry:
     # -- helpers -------------------------------------------------------------------------------
 
     @contextmanager
-    def _mirrored_change(self) -> Iterator[sqlite3.Connection]:
+    def _mirrored_change(self, touched: set[int] | None) -> Iterator[_Change]:
+        """A transaction whose end rewrites the backup file before committing (so a backup that
+        cannot be written rolls the change back). `touched` names the providers the change may
+        affect (the body adds to it), or is EVERYTHING; only their records are re-rendered."""
         with transaction(self._conn) as conn:
-            yield conn
-            # Inside the transaction: if the backup cannot be written, the change is rolled back.
-            document = backup.build_document(providers.all_providers(conn))
-            backup.write_atomically(self.backup_path, backup.encode_document(document))
+            change = _Change(conn, set(touched) if touched is not None else set())
+            yield change
+            if touched is EVERYTHING or self._records is None:
+                records = dict(providers.backup_records_json(conn))
+            else:
+                records = dict(self._records)  # the committed state stays intact until COMMIT
+                fresh = dict(providers.backup_records_json(conn, change.touched))
+                for provider_id in sorted(change.touched):
+                    if provider_id in fresh:
+                        records[provider_id] = fresh[provider_id]  # new ids are the highest: order holds
+                    else:
+                        records.pop(provider_id, None)
+            backup.write_atomically(self.backup_path, backup.document_chunks(records.values()))
+        self._records = records
 
     def _encrypt(self, api_key: str | None) -> str | None:
         return None if api_key is None else self.keyring.encrypt(api_key)

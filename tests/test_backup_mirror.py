@@ -130,3 +130,33 @@ async def test_undecryptable_key_still_lists_with_null_preview(api, provider_bod
 async def test_database_file_is_not_readable_by_others(api, provider_body, runtime):
     await api.post("/api/providers", json=provider_body())
     assert stat.S_IMODE(os.stat(runtime.settings.database_path).st_mode) & 0o077 == 0
+
+
+async def test_backup_equals_a_full_export_after_any_mix_of_changes(api, provider_body, runtime, fake_provider):
+    """The backup is kept up to date incrementally; it must always equal a fresh read of the database."""
+
+    def providers_in(document_bytes: bytes) -> list:
+        return json.loads(document_bytes)["providers"]
+
+    def assert_mirrors() -> None:
+        assert providers_in(runtime.settings.backup_file.read_bytes()) == providers_in(runtime.registry.export_json())
+
+    ids = [(await api.post("/api/providers", json=provider_body(base_url=fake_provider.url))).json()["id"]
+           for _ in range(5)]
+    assert_mirrors()
+    await api.patch(f"/api/providers/{ids[2]}", json={"models": ["x"], "api_key": None})
+    await api.delete(f"/api/providers/{ids[0]}")
+    assert_mirrors()
+    await api.post(f"/api/providers/{ids[1]}/test")
+    await api.post("/api/providers/test")
+    assert_mirrors()
+    await api.post("/api/providers", json=provider_body(name="Late"))
+    await api.patch(f"/api/providers/{ids[4]}", json={"name": "late"})  # 409: nothing changes
+    await api.delete(f"/api/providers/{ids[3]}")
+    assert_mirrors()
+    document = json.loads(runtime.registry.export_json())
+    document["providers"] = document["providers"][1:]
+    await api.post("/api/admin/providers/restore", json=document)
+    await api.post("/api/providers", json=provider_body(name="After restore"))
+    assert_mirrors()
+    assert [p["name"] for p in providers_in(runtime.settings.backup_file.read_bytes())][-1] == "After restore"

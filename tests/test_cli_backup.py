@@ -137,3 +137,9 @@ def test_key_no_secret_decrypts_is_a_warning_not_a_crash(served, tmp_path, run_s
     alpha = http_json("GET", server.url + "/api/providers")[1][0]
     assert alpha["has_api_key"] is True
     assert alpha["api_key_preview"] is None
+
+
+def test_a_wrong_single_secret_is_a_start_up_warning(served, tmp_path, run_server):
+    server = run_server({"BACKEND_API_KEY_SECRET": "not-the-secret"})
+    assert "'Alpha'" in server.log() and "BACKEND_API_KEY_SECRET" in server.log()
+    assert http_json("GET", server.url + "/api/providers")[1][0]["api_key_preview"] is None

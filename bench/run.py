@@ -1,0 +1,238 @@
+"""Throughput and latency of the real server against a minimal Tornado baseline measured in the same
+run, write cost as the inventory grows, start-up time and memory.
+
+    python bench/run.py            # full run (about 3 minutes)
+    python bench/run.py --quick    # smoke run (about 30 s; what CI runs)
+
+Load comes from wrk (`apt-get install wrk`) with Lua scripts, on loopback only, each scenario bounded
+by --duration. Figures are reported as ratios to the baseline's GET throughput, because shared
+machines drift; absolute numbers are printed for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (fill_registry, free_port, request, start_registry, start_script, stop,  # noqa: E402
+                     wait_for_http)
+
+# wrk prints this line from every script's done(): requests, duration (µs), errors, p50 and p99 (µs).
+REPORT = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d\\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.status + e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+CREATE = """
+local threads = 0
+setup = function(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+local counter = 0
+request = function()
+  counter = counter + 1
+  local body = string.format('{"name":"bench-%d-%d-%d","base_url":"https://bench.example.com/v1",' ..
+    '"api_key":"sk-bench-0123456789abcdef","models":["model-a","model-b"]}', tid, os.time(), counter)
+  return wrk.format("POST", "/api/providers", {["Content-Type"] = "application/json"}, body)
+end
+"""
+PATCH = """
+local counter = 0
+request = function()
+  counter = counter + 1
+  local body = string.format('{"models":["model-%d"]}', counter)
+  return wrk.format("PATCH", "/api/providers/" .. (counter % 100 + 1), {["Content-Type"] = "application/json"}, body)
+end
+"""
+GET = ""
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    seconds: float
+    errors: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def wrk(url: str, script: str, connections: int, duration: float, threads: int, workdir: Path) -> LoadResult:
+    script_path = workdir / f"wrk-{time.monotonic_ns()}.lua"
+    script_path.write_text(script + REPORT)
+    output = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(script_path), url],
+        capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+    line = next(line for line in output.splitlines() if line.startswith("RESULT "))
+    requests, micros, errors, p50, p99 = (int(v) for v in line.split()[1:])
+    return LoadResult(requests, micros / 1e6, errors, p50 / 1000, p99 / 1000)
+
+
+class Registry:
+    """The real server.py on a temp data directory, restarted and refilled as scenarios need."""
+
+    def __init__(self, workdir: Path):
+        self.data_dir = workdir / "registry"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        self.process = start_registry(self.data_dir, self.port)
+        return wait_for_http(self.url + "/ping", self.process)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+
+    def fill(self, count: int) -> None:
+        """Replace the inventory with `count` providers (with keys) by restoring a backup file."""
+        time.sleep(0.5)  # let writes still in flight from the last load land before the file is replaced
+        fill_registry(self.data_dir, count, "https://api.example.com/v1", with_keys=True)
+        status, body = request("POST", self.url + "/api/admin/providers/restore")
+        assert status == 200 and json.loads(body)["restored"] == count, body
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+
+def sequential_write_latency(port: int, count: int, stored: int) -> tuple[float, float]:
+    """Median latency (ms) of `count` creates, then of `count` patches, one request at a time."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/json"}
+
+    def timed(method: str, path: str, body: dict) -> float:
+        started = time.perf_counter()
+        conn.request(method, path, json.dumps(body), headers)
+        response = conn.getresponse()
+        response.read()
+        assert response.status in (200, 201), response.status
+        return (time.perf_counter() - started) * 1000
+
+    creates = [timed("POST", "/api/providers", {"name": f"grow-{stored}-{i}", "base_url": "https://g.example.com",
+                                                "api_key": "sk-grow-0123456789abcdef"}) for i in range(count)]
+    patches = [timed("PATCH", f"/api/providers/{i % stored + 1}", {"models": [f"grown-{i}"]}) for i in range(count)]
+    conn.close()
+    return statistics.median(creates), statistics.median(patches)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short scenarios, inventories up to 1000 (smoke test)")
+    parser.add_argument("--duration", type=float, help="seconds per load scenario (default 5, quick 1)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is needed: apt-get install wrk (Debian/Ubuntu) or brew install wrk", file=sys.stderr)
+        return 2
+    duration = args.duration or (1.0 if args.quick else 5.0)
+    sizes = (100, 1000) if args.quick else (100, 1000, 10_000)
+    samples = 20 if args.quick else 100
+    figures: dict[str, object] = {"duration_s": duration, "wrk_threads": args.threads}
+
+    with tempfile.TemporaryDirectory(prefix="registry-bench-") as tmp:
+        workdir = Path(tmp)
+        baseline_port = free_port()
+        baseline = start_script("baseline_app.py", "--port", str(baseline_port))
+        registry = Registry(workdir)
+        try:
+            wait_for_http(f"http://127.0.0.1:{baseline_port}/x", baseline)
+            registry.start()
+            registry.fill(100)
+
+            def load(name: str, url: str, script: str = GET, connections: int = 32) -> LoadResult:
+                wrk(url, script, connections, min(duration, 1.0), args.threads, workdir)  # warm-up
+                result = wrk(url, script, connections, duration, args.threads, workdir)
+                figures[name] = result.__dict__ | {"rps": result.rps}
+                return result
+
+            base = load("baseline GET", f"http://127.0.0.1:{baseline_port}/api/providers/1")
+            rows = [("baseline GET (fixed 320-byte JSON)", base)]
+            rows.append(("GET /ping", load("GET /ping", registry.url + "/ping")))
+            get_one = load("GET one", registry.url + "/api/providers/42")
+            rows.append(("GET /api/providers/{id}", get_one))
+            rows.append(("GET /api/providers (100)", load("GET list 100", registry.url + "/api/providers")))
+            rows.append(("POST /api/providers", load("POST create", registry.url, CREATE)))
+            registry.fill(100)
+            rows.append(("PATCH /api/providers/{id}", load("PATCH", registry.url, PATCH)))
+            registry.fill(100)
+            wide = load("GET one, 256 connections", registry.url + "/api/providers/42", connections=256)
+            rows.append(("GET /api/providers/{id}, 256 conns", wide))
+
+            growth = []
+            for size in sizes:
+                registry.fill(size)
+                create_ms, patch_ms = sequential_write_latency(registry.port, samples, size)
+                backup_kb = (registry.data_dir / "config_backup.json").stat().st_size / 1024
+                growth.append((size, create_ms, patch_ms, backup_kb))
+            figures["write growth"] = [dict(zip(("stored", "create_ms", "patch_ms", "backup_kb"), g)) for g in growth]
+
+            largest = sizes[-1]
+            registry.fill(largest)
+            startups = []
+            for _ in range(3):
+                registry.stop()
+                startups.append(registry.start())
+            request("GET", registry.url + "/api/providers?limit=100")
+            request("GET", registry.url + "/api/providers/42")
+            rss = registry.rss_mb()
+            figures.update({"startup_s": statistics.median(startups), "rss_mb": rss, "largest": largest})
+        finally:
+            registry.stop()
+            stop(baseline)
+
+    print(f"{'scenario':40} {'req/s':>9} {'x base':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for name, r in rows:
+        print(f"{name:40} {r.rps:9.0f} {r.rps / base.rps:7.3f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:7d}")
+    print(f"\n{'providers stored':>16} {'create p50 ms':>14} {'patch p50 ms':>13} {'backup KiB':>11}")
+    for size, create_ms, patch_ms, backup_kb in growth:
+        print(f"{size:16d} {create_ms:14.2f} {patch_ms:13.2f} {backup_kb:11.0f}")
+    print(f"\nstart-up to first /ping with {largest} providers: {figures['startup_s']:.3f} s (median of 3)")
+    print(f"RSS with {largest} providers: {rss:.1f} MB")
+
+    create_rps = figures["POST create"]["rps"]
+    patch_rps = figures["PATCH"]["rps"]
+    growth_1000 = next((g for g in growth if g[0] == 1000), None)
+    checks = [
+        ("GET one >= 0.8 x baseline", get_one.rps / base.rps >= 0.8),
+        ("list of 100 >= 0.3 x baseline", figures["GET list 100"]["rps"] / base.rps >= 0.3),
+        ("create >= 0.06 x baseline", create_rps / base.rps >= 0.06),
+        ("patch >= 0.06 x baseline", patch_rps / base.rps >= 0.06),
+        ("create and patch median <= 10 ms with 1000 stored",
+         growth_1000 is not None and growth_1000[1] <= 10 and growth_1000[2] <= 10),
+        ("256 connections: 0 errors, >= 0.9 x 32-connection throughput",
+         wide.errors == 0 and wide.rps >= 0.9 * get_one.rps),
+        (f"start-up with {largest} providers <= 0.5 s", figures["startup_s"] <= 0.5),
+        (f"RSS with {largest} providers <= 60 MB", rss <= 60),
+    ]
+    print()
+    for name, ok in checks:
+        print(f"{'met   ' if ok else 'MISSED'} {name}")
+    figures["targets"] = {name: ok for name, ok in checks}
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
