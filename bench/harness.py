@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -37,7 +38,8 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30) -> f
     raise RuntimeError(f"{url} did not answer within {timeout} s")
 
 
-def start_registry(data_dir: Path, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_registry(data_dir: Path, port: int, extra_env: dict[str, str] | None = None,
+                   cpu: int | None = None) -> subprocess.Popen:
     """The real server.py on loopback with its data in `data_dir`."""
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
@@ -45,12 +47,19 @@ def start_registry(data_dir: Path, port: int, extra_env: dict[str, str] | None =
            "BACKEND_BACKUP_FILE": str(data_dir / "config_backup.json"),
            "BACKEND_API_KEY_SECRET": SECRET, "BACKEND_PORT": str(port), **(extra_env or {})}
     log = open(data_dir / "server.log", "ab")
-    return subprocess.Popen([sys.executable, str(ROOT / "server.py")], env=env, stdout=log, stderr=log,
-                            stdin=subprocess.DEVNULL, cwd=data_dir)
+    return subprocess.Popen([*cpu_prefix(cpu), sys.executable, str(ROOT / "server.py")], env=env, stdout=log,
+                            stderr=log, stdin=subprocess.DEVNULL, cwd=data_dir)
 
 
-def start_script(script: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "bench" / script), *args],
+def cpu_prefix(cpu: int | None) -> list[str]:
+    """`taskset -c CPU` when asked for and possible (pinning keeps server and load generator apart)."""
+    if cpu is None or not shutil.which("taskset") or len(os.sched_getaffinity(0)) < 2:
+        return []
+    return ["taskset", "-c", str(cpu)]
+
+
+def start_script(script: str, *args: str, cpu: int | None = None) -> subprocess.Popen:
+    return subprocess.Popen([*cpu_prefix(cpu), sys.executable, str(ROOT / "bench" / script), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
 

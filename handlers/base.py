@@ -49,7 +49,8 @@ _STATUS_DETAILS = {
 _INTERNAL_ERROR = "Internal server error; the server log has the details."
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Unique per process (random prefix) and cheap per request (a counter, no syscall).
-_request_ids = (f"{uuid.uuid4().hex[:8]}-{n}" for n in itertools.count(1))
+_REQUEST_ID_PREFIX = uuid.uuid4().hex[:8]
+_request_ids = map(f"{_REQUEST_ID_PREFIX}-{{}}".format, itertools.count(1))
 
 
 class ApiError(HTTPError):

@@ -118,12 +118,12 @@ def list_providers(conn: sqlite3.Connection, filters: ProviderFilter = ProviderF
     return [_provider_from_row(r) for r in rows], total
 
 
-def list_providers_json(conn: sqlite3.Connection, filters: ProviderFilter = ProviderFilter(),
-                        limit: int | None = None, offset: int = 0) -> tuple[list[str], int]:
-    """Like `list_providers`, each provider as its API JSON text."""
+def list_provider_ids(conn: sqlite3.Connection, filters: ProviderFilter = ProviderFilter(),
+                      limit: int | None = None, offset: int = 0) -> tuple[list[int], int]:
+    """The ids of one page of providers ordered by id, and how many match in all."""
     where, params = _where(filters)
     total = conn.execute("SELECT count(*) FROM providers" + where, params).fetchone()[0]
-    rows = conn.execute(f"SELECT {_API_JSON} FROM providers" + where + " ORDER BY id LIMIT ? OFFSET ?",
+    rows = conn.execute("SELECT id FROM providers" + where + " ORDER BY id LIMIT ? OFFSET ?",
                         params + [-1 if limit is None else limit, offset])
     return [r[0] for r in rows], total
 
@@ -134,6 +134,13 @@ def provider_json(conn: sqlite3.Connection, provider_id: int) -> str:
     if row is None:
         raise ProviderNotFound(provider_id)
     return row[0]
+
+
+def providers_json(conn: sqlite3.Connection, ids: Iterable[int]) -> dict[int, str]:
+    """The API JSON text of those of `ids` that exist, by id."""
+    rows = conn.execute(f"SELECT id, {_API_JSON} FROM providers WHERE id IN (SELECT value FROM json_each(?))",
+                        (json.dumps(list(ids)),))
+    return dict(rows.fetchall())
 
 
 def backup_records_json(conn: sqlite3.Connection, ids: Iterable[int] | None = None) -> Iterator[tuple[int, str]]:

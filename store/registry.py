@@ -37,6 +37,7 @@ class RestorePreview:
                 "changed": self.changed, "unchanged": self.unchanged}
 
 
+_API_JSON_CACHE_LIMIT = 5000
 EVERYTHING = None  # for _mirrored_change: the change may affect any provider (restore)
 
 
@@ -62,6 +63,9 @@ class ProviderRegistry:
         # Each provider's backup record JSON as committed, in id order: a change re-renders only
         # the records it touched, and the backup file is these joined. None until first needed.
         self._records: dict[int, str] | None = None
+        # Each provider's API JSON as committed, filled as providers are read and dropped when a
+        # change touches them: a read then costs a dict lookup instead of a query.
+        self._api_json: dict[int, str] = {}
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -75,10 +79,21 @@ class ProviderRegistry:
     def list_json(self, filters: ProviderFilter = ProviderFilter(), limit: int | None = None,
                   offset: int = 0) -> tuple[list[str], int]:
         """A page of providers as API JSON texts, and the total matching."""
-        return providers.list_providers_json(self._conn, filters, limit, offset)
+        ids, total = providers.list_provider_ids(self._conn, filters, limit, offset)
+        texts = {i: self._api_json[i] for i in ids if i in self._api_json}
+        if len(texts) < len(ids):
+            fresh = providers.providers_json(self._conn, [i for i in ids if i not in texts])
+            texts.update(fresh)
+            self._remember_api_json(fresh)
+        return [texts[i] for i in ids], total
 
     def get_json(self, provider_id: int) -> str:
-        return providers.provider_json(self._conn, provider_id)
+        """One provider as API JSON text."""
+        text = self._api_json.get(provider_id)
+        if text is None:
+            text = providers.provider_json(self._conn, provider_id)
+            self._remember_api_json({provider_id: text})
+        return text
 
     def history(self, provider_id: int, limit: int) -> list[dict[str, Any]]:
         return providers.probe_history(self._conn, provider_id, limit)
@@ -261,6 +276,15 @@ class ProviderRegistry:
                         records.pop(provider_id, None)
             backup.write_atomically(self.backup_path, backup.document_chunks(records.values()))
         self._records = records
+        if touched is EVERYTHING:
+            self._api_json.clear()
+        for provider_id in change.touched:
+            self._api_json.pop(provider_id, None)
+
+    def _remember_api_json(self, texts: dict[int, str]) -> None:
+        if len(self._api_json) + len(texts) > _API_JSON_CACHE_LIMIT:
+            self._api_json.clear()  # bounded memory; a cold cache only costs queries
+        self._api_json.update(texts)
 
     def _encrypt(self, api_key: str | None) -> str | None:
         return None if api_key is None else self.keyring.encrypt(api_key)

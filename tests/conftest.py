@@ -8,6 +8,8 @@
 - `fake_provider`: a fake upstream LLM API served by Tornado on another loopback port; it records
   every request and answers as the test tells it (`fake_provider.answer("/models", status=401)`).
 - `provider_body`: a valid create body factory.
+- `add_foreign_key_provider`: stores a provider whose key was encrypted under a secret the server
+  does not have (as after a lost secret), written by a second registry on the same database file.
 - `run_server`: starts `server.py` as a subprocess (for start-up, CLI and crash tests).
 """
 
@@ -33,6 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from config import load_settings  # noqa: E402
+from crypto import Keyring  # noqa: E402
+from store.database import connect  # noqa: E402
+from store.registry import ProviderRegistry  # noqa: E402
 from server import build_service, open_runtime  # noqa: E402
 
 TEST_SECRET = "test-secret-for-the-suite"
@@ -135,6 +140,21 @@ def provider_body():
         return {k: v for k, v in body.items() if v is not ...}
 
     return make
+
+
+@pytest.fixture
+def add_foreign_key_provider(runtime):
+    def add(**fields: Any) -> int:
+        conn = connect(runtime.settings.database_path)
+        try:
+            other = ProviderRegistry(conn, Keyring(["a secret this server does not know"]), runtime.settings.backup_file)
+            body = {"name": "Foreign key", "base_url": "https://foreign.example.com/v1",
+                    "api_key": "sk-foreign-0123456789"}
+            return other.create({**body, **fields}).id
+        finally:
+            conn.close()
+
+    return add
 
 
 # -- a fake upstream provider ----------------------------------------------------------------------

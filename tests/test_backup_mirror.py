@@ -9,8 +9,8 @@ import stat
 
 import pytest
 
-from crypto import Keyring
 from store import providers as provider_rows
+
 
 pytestmark = pytest.mark.gen_test
 
@@ -117,14 +117,11 @@ async def test_plaintext_key_reaches_no_response_no_file_and_no_log_line(api, pr
         assert PLAINTEXT_KEY not in record.getMessage()
 
 
-async def test_undecryptable_key_still_lists_with_null_preview(api, provider_body, runtime):
-    created = (await api.post("/api/providers", json=provider_body(api_key="sk-under-another-secret"))).json()
-    foreign = Keyring(["some other secret"]).encrypt("sk-under-another-secret")
-    provider_rows.set_api_key_ciphertexts(runtime.conn, [(created["id"], foreign)])
-
-    listed = (await api.get("/api/providers")).json()[0]
-    assert listed["has_api_key"] is True
-    assert listed["api_key_preview"] is None
+async def test_undecryptable_key_still_lists_with_null_preview(api, add_foreign_key_provider):
+    provider_id = add_foreign_key_provider()
+    for listed in ((await api.get("/api/providers")).json()[0], (await api.get(f"/api/providers/{provider_id}")).json()):
+        assert listed["has_api_key"] is True
+        assert listed["api_key_preview"] is None
 
 
 async def test_database_file_is_not_readable_by_others(api, provider_body, runtime):
@@ -138,25 +135,29 @@ async def test_backup_equals_a_full_export_after_any_mix_of_changes(api, provide
     def providers_in(document_bytes: bytes) -> list:
         return json.loads(document_bytes)["providers"]
 
-    def assert_mirrors() -> None:
+    async def assert_mirrors() -> None:
         assert providers_in(runtime.settings.backup_file.read_bytes()) == providers_in(runtime.registry.export_json())
+        # Reads are served from rendered JSON kept between requests: it must match a fresh rendering.
+        listed = (await api.get("/api/providers")).json()
+        fresh = provider_rows.providers_json(runtime.conn, [p["id"] for p in listed])
+        assert listed == [json.loads(fresh[p["id"]]) for p in listed]
 
     ids = [(await api.post("/api/providers", json=provider_body(base_url=fake_provider.url))).json()["id"]
            for _ in range(5)]
-    assert_mirrors()
+    await assert_mirrors()
     await api.patch(f"/api/providers/{ids[2]}", json={"models": ["x"], "api_key": None})
     await api.delete(f"/api/providers/{ids[0]}")
-    assert_mirrors()
+    await assert_mirrors()
     await api.post(f"/api/providers/{ids[1]}/test")
     await api.post("/api/providers/test")
-    assert_mirrors()
+    await assert_mirrors()
     await api.post("/api/providers", json=provider_body(name="Late"))
     await api.patch(f"/api/providers/{ids[4]}", json={"name": "late"})  # 409: nothing changes
     await api.delete(f"/api/providers/{ids[3]}")
-    assert_mirrors()
+    await assert_mirrors()
     document = json.loads(runtime.registry.export_json())
     document["providers"] = document["providers"][1:]
     await api.post("/api/admin/providers/restore", json=document)
     await api.post("/api/providers", json=provider_body(name="After restore"))
-    assert_mirrors()
+    await assert_mirrors()
     assert [p["name"] for p in providers_in(runtime.settings.backup_file.read_bytes())][-1] == "After restore"

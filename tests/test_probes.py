@@ -11,8 +11,6 @@ import pytest
 from tornado.tcpserver import TCPServer
 
 from conftest import closed_port
-from crypto import Keyring
-from store import providers as provider_rows
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 
@@ -191,11 +189,9 @@ async def test_missing_models_per_type(api, fake_provider, provider_type, path, 
     assert result["missing_models"] == missing
 
 
-async def test_undecryptable_key_is_an_error_result_not_a_500(api, fake_provider, runtime):
-    provider = await add(api, fake_provider)
-    foreign = Keyring(["another secret"]).encrypt(KEY)
-    provider_rows.set_api_key_ciphertexts(runtime.conn, [(provider["id"], foreign)])
-    result = await run_test(api, provider)
+async def test_undecryptable_key_is_an_error_result_not_a_500(api, fake_provider, add_foreign_key_provider):
+    provider_id = add_foreign_key_provider(base_url=fake_provider.url + "/v1")
+    result = await run_test(api, {"id": provider_id})
     assert result["status"] == "error"
     assert "cannot be decrypted" in result["detail"]
     assert result["status_code"] is None
