@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tornado.httpserver
+import tornado.ioloop
 import tornado.web
 
 from checks import ConnectivityChecker
 from config import ConfigError, Settings, load_settings, read_environment
 from crypto import Keyring, SecretFileError, load_or_create_secret
-from handlers import NotFoundHandler, RequestsInFlight, default_handlers, log_request
+from handlers import AccessLog, NotFoundHandler, RequestsInFlight, default_handlers
 from probe import Prober
 from store import backup
 from store.database import DatabaseError, apply_migrations, connect, load_migrations
@@ -89,7 +90,7 @@ def make_app(runtime: Runtime, checker: ConnectivityChecker) -> tornado.web.Appl
         registry=runtime.registry,
         checker=checker,
         admin_token=runtime.settings.admin_token,
-        log_function=log_request,
+        log_function=AccessLog(),
         requests_in_flight=RequestsInFlight(),
     )
 
@@ -132,6 +133,9 @@ async def serve(runtime: Runtime) -> None:
     except OSError as exc:
         raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
     checker.start_schedule(settings.check_interval_seconds)
+    access_log = app.settings["log_function"]
+    flush_access_log = tornado.ioloop.PeriodicCallback(access_log.flush, 500)
+    flush_access_log.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -146,6 +150,8 @@ async def serve(runtime: Runtime) -> None:
     while app.settings["requests_in_flight"].count and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     await server.close_all_connections()
+    flush_access_log.stop()
+    access_log.flush()
     prober.close()
 
 

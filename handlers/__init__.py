@@ -2,9 +2,9 @@
 routes; `default_handlers` joins them (unmatched paths go to `NotFoundHandler`)."""
 
 from handlers import admin, docs, health, providers
-from handlers.base import NotFoundHandler, RequestsInFlight, log_request
+from handlers.base import AccessLog, NotFoundHandler, RequestsInFlight
 
 default_handlers = (health.default_handlers + docs.default_handlers + providers.default_handlers
                     + admin.default_handlers)
 
-__all__ = ["default_handlers", "NotFoundHandler", "RequestsInFlight", "log_request"]
+__all__ = ["default_handlers", "AccessLog", "NotFoundHandler", "RequestsInFlight"]

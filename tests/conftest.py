@@ -7,6 +7,7 @@
 - `api`: a small JSON client for that server (`await api.post("/api/providers", json={...})`).
 - `fake_provider`: a fake upstream LLM API served by Tornado on another loopback port; it records
   every request and answers as the test tells it (`fake_provider.answer("/models", status=401)`).
+- `access_log`: the app's access log written to memory, line by line (`access_log()` -> lines).
 - `provider_body`: a valid create body factory.
 - `add_foreign_key_provider`: stores a provider whose key was encrypted under a secret the server
   does not have (as after a lost secret), written by a second registry on the same database file.
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import socket
@@ -36,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from config import load_settings  # noqa: E402
 from crypto import Keyring  # noqa: E402
+from handlers import AccessLog  # noqa: E402
 from store.database import connect  # noqa: E402
 from store.registry import ProviderRegistry  # noqa: E402
 from server import build_service, open_runtime  # noqa: E402
@@ -127,6 +130,13 @@ class Api:
 @pytest.fixture
 def api(http_server, http_client, base_url, env) -> Api:
     return Api(http_client, base_url, token=env.get("BACKEND_ADMIN_TOKEN"))
+
+
+@pytest.fixture
+def access_log(app):
+    stream = io.StringIO()
+    app.settings["log_function"] = AccessLog(stream, batch_lines=1)
+    return lambda: stream.getvalue().splitlines()
 
 
 @pytest.fixture

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import re
 
 import pytest
 from jsonschema import Draft202012Validator
 
 import schemas
+from handlers import AccessLog
 from handlers.docs import build_openapi
 
 pytestmark = pytest.mark.gen_test(timeout=30)
@@ -130,7 +133,7 @@ async def test_docs_page_is_served_from_local_files_only(api):
 
 # -- logs -------------------------------------------------------------------------------------------
 
-async def test_no_key_in_any_log_line_through_create_update_test_and_restore(api, fake_provider, caplog):
+async def test_no_key_in_any_log_line_through_create_update_test_and_restore(api, fake_provider, caplog, access_log):
     caplog.set_level(logging.DEBUG)
     key = "sk-LOGGED-NEVER-5f4e3d2c1b0a"
     created = (await api.post("/api/providers", json={
@@ -146,19 +149,51 @@ async def test_no_key_in_any_log_line_through_create_update_test_and_restore(api
     await api.post("/api/admin/providers/restore?dry_run=true", json=document)
     await api.post("/api/admin/providers/restore", json=document)
     assert fake_provider.requests[0].headers["authorization"] == f"Bearer {key}"
-    lines = [record.getMessage() + (record.exc_text or "") for record in caplog.records]
+    lines = access_log() + [record.getMessage() + (record.exc_text or "") for record in caplog.records]
     assert any("POST /api/admin/providers/restore" in line for line in lines)
     assert all(key not in line for line in lines)
     assert all(document["providers"][0]["api_key"] not in line for line in lines)
 
 
-async def test_access_log_lines_carry_the_request_id(api, caplog):
-    caplog.set_level(logging.INFO, logger="provider_registry.access")
-    response = await api.get("/api/providers", headers={"X-Request-Id": "trace-abc-123"})
+async def test_access_log_lines_carry_status_method_path_duration_and_request_id(api, access_log):
+    response = await api.get("/api/providers?q=secret-query", headers={"X-Request-Id": "trace-abc-123"})
     assert response.headers["X-Request-Id"] == "trace-abc-123"
-    generated = await api.get("/ping")
-    assert [r.getMessage() for r in caplog.records if "trace-abc-123" in r.getMessage()]
-    assert [r.getMessage() for r in caplog.records if generated.headers["X-Request-Id"] in r.getMessage()]
+    generated = await api.get("/api/nope")
+    first, second = access_log()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO provider_registry\.access: "
+                        r"200 GET /api/providers \d+\.\dms id=trace-abc-123", first), first
+    assert "secret-query" not in first  # query strings are not logged
+    assert second.endswith(f"id={generated.headers['X-Request-Id']}") and " WARNING " in second and " 404 " in second
+
+
+def test_access_log_writes_in_batches_and_on_errors():
+    class Request:
+        method, path = "GET", "/ping"
+
+        def request_time(self):
+            return 0.001
+
+    class Handler:
+        request, request_id = Request(), "r1"
+
+        def __init__(self, status):
+            self.status = status
+
+        def get_status(self):
+            return self.status
+
+    stream = io.StringIO()
+    log = AccessLog(stream, batch_lines=3)
+    log(Handler(200))
+    log(Handler(200))
+    assert stream.getvalue() == ""
+    log(Handler(200))
+    assert len(stream.getvalue().splitlines()) == 3
+    log(Handler(503))  # errors are written at once
+    assert len(stream.getvalue().splitlines()) == 4 and " ERROR " in stream.getvalue().splitlines()[-1]
+    log(Handler(200))
+    log.flush()
+    assert len(stream.getvalue().splitlines()) == 5
 
 
 async def test_unexpected_error_is_a_generic_500_without_details(api, runtime, caplog):
