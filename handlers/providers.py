@@ -32,9 +32,9 @@ class ProviderListHandler(ProviderBaseHandler):
         self.write_json_text("[" + ",".join(page) + "]")
 
     def post(self) -> None:
-        provider = self.registry.create(self.json_body(provider_create_validator))
-        self.set_header("Location", f"/api/providers/{provider.id}")
-        self.write_provider(provider.id, status=201)
+        provider_id = self.registry.create(self.json_body(provider_create_validator))
+        self.set_header("Location", f"/api/providers/{provider_id}")
+        self.write_provider(provider_id, status=201)
 
 
 class ProviderHandler(ProviderBaseHandler):
@@ -43,7 +43,8 @@ class ProviderHandler(ProviderBaseHandler):
 
     def patch(self, provider_id: str) -> None:
         changes = self.json_body(provider_update_validator)
-        self.write_provider(self.registry.update(int(provider_id), changes).id)
+        self.registry.update(int(provider_id), changes)
+        self.write_provider(int(provider_id))
 
     def delete(self, provider_id: str) -> None:
         self.registry.delete(int(provider_id))
@@ -90,7 +91,8 @@ class ModelDiscoveryHandler(BaseHandler):
 class ModelSyncHandler(ProviderBaseHandler):
     async def post(self, provider_id: str) -> None:
         upstream, _ = await self.checker.discover(int(provider_id))
-        self.write_provider(self.registry.update(int(provider_id), {"models": upstream}).id)
+        self.registry.update(int(provider_id), {"models": upstream})
+        self.write_provider(int(provider_id))
 
 
 def history_summary(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -61,9 +60,13 @@ def write_atomically(path: Path, chunks: Iterable[bytes]) -> None:
     directory fsynced so the rename itself is durable.
     """
     directory = path.parent
+    # One writer per process and writes never overlap (the event loop runs one at a time), so a
+    # fixed temporary name is safe; a leftover from a crash is simply overwritten.
+    temp_name = directory / f".{path.name}.tmp"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")  # 0600
+        fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a leftover file keeps its old mode otherwise
     except OSError as exc:
         raise BackupWriteFailed(f"cannot write the backup file {path}: {exc.strerror}") from None
     try:

@@ -109,8 +109,8 @@ class ProviderRegistry:
 
     # -- changes (each mirrored into the backup) -----------------------------------------------
 
-    def create(self, fields: dict[str, Any]) -> Provider:
-        """Create from a validated create body."""
+    def create(self, fields: dict[str, Any]) -> int:
+        """Create from a validated create body; returns the new provider's id."""
         now = utc_timestamp()
         values = {
             "name": fields["name"].strip(WHITESPACE),
@@ -125,9 +125,9 @@ class ProviderRegistry:
         with self._mirrored_change(set()) as change:
             provider_id = providers.insert_provider(change.conn, values)
             change.touched.add(provider_id)
-        return self.get(provider_id)
+        return provider_id
 
-    def update(self, provider_id: int, changes: dict[str, Any]) -> Provider:
+    def update(self, provider_id: int, changes: dict[str, Any]) -> None:
         """Apply a validated PATCH body. Fields equal to what is stored are not changes: a PATCH
         that changes nothing writes nothing and keeps `updated_at`."""
         current = self.get(provider_id)
@@ -146,11 +146,10 @@ class ProviderRegistry:
             if getattr(current, name) != value:
                 values[name] = value
         if not values:
-            return current
+            return
         values["updated_at"] = utc_timestamp()
         with self._mirrored_change({provider_id}) as change:
             providers.update_provider(change.conn, provider_id, values)
-        return self.get(provider_id)
 
     def delete(self, provider_id: int) -> None:
         with self._mirrored_change({provider_id}) as change:

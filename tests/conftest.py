@@ -160,7 +160,7 @@ def add_foreign_key_provider(runtime):
             other = ProviderRegistry(conn, Keyring(["a secret this server does not know"]), runtime.settings.backup_file)
             body = {"name": "Foreign key", "base_url": "https://foreign.example.com/v1",
                     "api_key": "sk-foreign-0123456789"}
-            return other.create({**body, **fields}).id
+            return other.create({**body, **fields})
         finally:
             conn.close()
 
