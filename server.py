@@ -25,7 +25,7 @@ import tornado.web
 from checks import ConnectivityChecker
 from config import ConfigError, Settings, load_settings, read_environment
 from crypto import Keyring, SecretFileError, load_or_create_secret
-from handlers import AccessLog, NotFoundHandler, RequestsInFlight, default_handlers
+from handlers import AccessLog, NotFoundHandler, RequestsInFlight, default_handlers, ui_settings
 from probe import Prober
 from store import backup
 from store.database import DatabaseError, apply_migrations, connect, load_migrations
@@ -92,6 +92,7 @@ def make_app(runtime: Runtime, checker: ConnectivityChecker) -> tornado.web.Appl
         admin_token=runtime.settings.admin_token,
         log_function=AccessLog(),
         requests_in_flight=RequestsInFlight(),
+        **ui_settings,
     )
 
 

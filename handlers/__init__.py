@@ -1,10 +1,11 @@
 """HTTP only: parse, validate, call the registry or the checker, render. Each module ends with its
 routes; `default_handlers` joins them (unmatched paths go to `NotFoundHandler`)."""
 
-from handlers import admin, docs, health, providers
+from handlers import admin, docs, health, providers, ui
 from handlers.base import AccessLog, NotFoundHandler, RequestsInFlight
 
 default_handlers = (health.default_handlers + docs.default_handlers + providers.default_handlers
-                    + admin.default_handlers)
+                    + admin.default_handlers + ui.default_handlers)
+ui_settings = ui.ui_settings
 
-__all__ = ["default_handlers", "AccessLog", "NotFoundHandler", "RequestsInFlight"]
+__all__ = ["default_handlers", "ui_settings", "AccessLog", "NotFoundHandler", "RequestsInFlight"]

@@ -1,0 +1,408 @@
+// The admin page: list, filter, add, edit, test, delete providers; history, model discovery,
+// export and restore. Uses only the public JSON API (api.js); builds DOM only from text (dom.js).
+import { api, ApiError, ServerUnreachable, setTokenPrompt } from "./api.js";
+import { latencyChart } from "./chart.js";
+import { $, ago, clear, el, ms } from "./dom.js";
+
+const FIELDS = ["name", "type", "base_url", "api_key", "models", "is_active"];
+let providers = [];
+let editing = null;        // the provider being edited, or null when adding
+let detailsFor = null;     // the provider whose details dialog is open
+let pendingRestore = null; // the backup document awaiting confirmation
+
+// -- feedback ---------------------------------------------------------------------------------
+
+function showBanner(message, kind = "error") {
+  const banner = $("#banner");
+  banner.textContent = message;
+  banner.className = kind;
+  banner.hidden = !message;
+}
+
+function describe(error) {
+  if (error instanceof ServerUnreachable) return error.message;
+  if (error instanceof ApiError) return `${error.message} (HTTP ${error.status})`;
+  return String(error);
+}
+
+/** Run an action, reporting a failure in the banner; returns undefined on failure. */
+async function guarded(action) {
+  try {
+    const result = await action();
+    if ($("#banner").className === "error") showBanner("");
+    return result;
+  } catch (error) {
+    showBanner(describe(error));
+    return undefined;
+  }
+}
+
+async function busy(button, action) {
+  const label = button.textContent;
+  button.disabled = true;
+  button.textContent = `${label}…`;
+  try {
+    return await action();
+  } finally {
+    button.disabled = false;
+    button.textContent = label;
+  }
+}
+
+function statusView(result) {
+  if (!result) return el("span", { class: "status status-none", text: "not tested" });
+  const parts = [result.status, ms(result.latency_ms)];
+  if (result.checked_at) parts.push(ago(result.checked_at));
+  const view = el("span", { class: `status status-${result.status}`, title: result.detail || result.checked_at },
+    parts.join(" · "));
+  if (result.detail) return el("span", {}, view, el("br"), el("span", { class: "muted", text: result.detail }));
+  return view;
+}
+
+// -- the table --------------------------------------------------------------------------------
+
+function filters() {
+  const params = new URLSearchParams();
+  const q = $("#filter-q").value.trim();
+  if (q) params.set("q", q);
+  if ($("#filter-type").value) params.set("type", $("#filter-type").value);
+  if ($("#filter-active").value) params.set("is_active", $("#filter-active").value);
+  return params.toString();
+}
+
+async function refresh() {
+  const query = filters();
+  const response = await guarded(() => api("GET", `/api/providers${query ? `?${query}` : ""}`));
+  if (!response) return;
+  providers = response.data;
+  render();
+}
+
+function render() {
+  const body = clear($("#providers tbody"));
+  for (const provider of providers) body.append(row(provider));
+  const filtered = filters() !== "";
+  $("#empty").hidden = providers.length > 0 || filtered;
+  const online = providers.filter((p) => p.last_test && p.last_test.status === "online").length;
+  $("#summary").textContent = `${providers.length} provider${providers.length === 1 ? "" : "s"}` +
+    (filtered ? " match the filters" : "") + ` · ${online} online at their last test`;
+}
+
+function row(provider) {
+  const cell = (label, content, className) => el("td", { "data-label": label, class: className }, content);
+  const testButton = el("button", { type: "button", "aria-label": `Test ${provider.name}` }, "Test");
+  testButton.addEventListener("click", () => busy(testButton, () => testOne(provider)));
+  return el("tr", { "data-id": provider.id },
+    cell("Name", el("strong", { text: provider.name })),
+    cell("Type", provider.type),
+    cell("Base URL", provider.base_url, "url"),
+    cell("Models", String(provider.models.length)),
+    cell("Active", provider.is_active ? "yes" : "no"),
+    cell("Key", provider.has_api_key ? (provider.api_key_preview || "cannot be decrypted") : "none", "key"),
+    cell("Last test", statusView(provider.last_test), "last-test"),
+    cell("Actions", [
+      el("button", { type: "button", "aria-label": `Edit ${provider.name}`, onclick: () => openForm(provider) }, "Edit"),
+      testButton,
+      el("button", { type: "button", "aria-label": `History and models of ${provider.name}`,
+        onclick: () => openDetails(provider) }, "History"),
+      el("button", { type: "button", "aria-label": `Delete ${provider.name}`, onclick: () => remove(provider) }, "Delete"),
+    ], "actions"));
+}
+
+async function testOne(provider) {
+  const response = await guarded(() => api("POST", `/api/providers/${provider.id}/test`));
+  if (!response) return;
+  provider.last_test = response.data;
+  render();
+}
+
+async function testAll(button) {
+  await busy(button, async () => {
+    const response = await guarded(() => api("POST", "/api/providers/test"));
+    if (!response) return;
+    const results = response.data.results;
+    const online = results.filter((r) => r.status === "online").length;
+    showBanner(`Tested ${results.length} active provider${results.length === 1 ? "" : "s"}: ${online} online.`, "info");
+    await refresh();
+  });
+}
+
+// -- add / edit -------------------------------------------------------------------------------
+
+function clearErrors() {
+  for (const name of FIELDS) {
+    const message = $(`#e-${name}`);
+    message.hidden = true;
+    message.textContent = "";
+    const input = $(`#f-${name}`);
+    if (input) input.removeAttribute("aria-invalid");
+  }
+  $("#form-error").hidden = true;
+  $("#form-probe").hidden = true;
+}
+
+function openForm(provider) {
+  editing = provider || null;
+  const form = $("#provider-form");
+  form.reset();
+  clearErrors();
+  $("#provider-dialog-title").textContent = editing ? `Edit ${editing.name}` : "Add provider";
+  $("#f-name").value = editing ? editing.name : "";
+  $("#f-type").value = editing ? editing.type : "openai";
+  $("#f-base_url").value = editing ? editing.base_url : "";
+  $("#f-api_key").value = "";  // never pre-filled, never read back
+  $("#f-api_key").placeholder = editing && editing.has_api_key ? "leave empty to keep the stored key" : "optional";
+  $("#remove-key-label").hidden = !(editing && editing.has_api_key);
+  $("#f-models").value = editing ? editing.models.join("\n") : "";
+  $("#f-is_active").checked = editing ? editing.is_active : true;
+  $("#provider-dialog").showModal();
+  $("#f-name").focus();
+}
+
+function formBody({ forTest = false } = {}) {
+  const body = {
+    name: $("#f-name").value,
+    type: $("#f-type").value,
+    base_url: $("#f-base_url").value.trim(),
+    models: $("#f-models").value.split(/[\n,]/).map((m) => m.trim()).filter(Boolean),
+    is_active: $("#f-is_active").checked,
+  };
+  const key = $("#f-api_key").value;
+  if (key) body.api_key = key;
+  else if (!forTest && editing && $("#f-remove_key").checked) body.api_key = null;
+  return body;
+}
+
+function showFieldErrors(error) {
+  if (!(error instanceof ApiError)) {
+    $("#form-error").textContent = describe(error);
+    $("#form-error").hidden = false;
+    return;
+  }
+  let placed = false;
+  for (const { path, message } of error.errors) {
+    const field = path.split("/")[1];
+    const target = $(`#e-${field}`);
+    if (target && FIELDS.includes(field)) {
+      target.textContent = target.textContent ? `${target.textContent}; ${message}` : message;
+      target.hidden = false;
+      const input = $(`#f-${field}`);
+      if (input) input.setAttribute("aria-invalid", "true");
+      placed = true;
+    }
+  }
+  if (!placed || error.status !== 422) {
+    $("#form-error").textContent = error.message;
+    $("#form-error").hidden = false;
+  }
+  const firstInvalid = document.querySelector("#provider-form [aria-invalid=true]");
+  if (firstInvalid) firstInvalid.focus();
+}
+
+async function save(event) {
+  event.preventDefault();
+  clearErrors();
+  const body = formBody();
+  try {
+    if (editing) await api("PATCH", `/api/providers/${editing.id}`, body);
+    else await api("POST", "/api/providers", body);
+  } catch (error) {
+    showFieldErrors(error);
+    return;
+  }
+  $("#provider-dialog").close();
+  await refresh();
+}
+
+async function testBeforeSave(button) {
+  clearErrors();
+  const box = $("#form-probe");
+  await busy(button, async () => {
+    try {
+      const { data } = await api("POST", "/api/providers/test-connection", formBody({ forTest: true }));
+      const lines = [el("strong", { text: "Test before save: " }), statusView(data)];
+      if (data.missing_models && data.missing_models.length) {
+        lines.push(el("br"), `Not offered: ${data.missing_models.join(", ")}`);
+      }
+      if (editing && editing.has_api_key && !$("#f-api_key").value) {
+        lines.push(el("br"), el("span", { class: "muted", text: "Tested without the stored key: type it to test with it." }));
+      }
+      box.replaceChildren(...lines);
+      box.hidden = false;
+    } catch (error) {
+      showFieldErrors(error);
+    }
+  });
+}
+
+// -- delete -----------------------------------------------------------------------------------
+
+function confirmAction(title, text, okLabel) {
+  const dialog = $("#confirm-dialog");
+  $("#confirm-title").textContent = title;
+  $("#confirm-text").textContent = text;
+  $("#confirm-ok").textContent = okLabel;
+  dialog.returnValue = "";
+  dialog.showModal();
+  $("#confirm-cancel").focus();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+  });
+}
+
+async function remove(provider) {
+  if (!(await confirmAction("Delete provider", `Delete “${provider.name}”? Its key and history go with it.`, "Delete"))) return;
+  await guarded(() => api("DELETE", `/api/providers/${provider.id}`));
+  await refresh();
+}
+
+// -- history and models -------------------------------------------------------------------------
+
+async function openDetails(provider) {
+  detailsFor = provider;
+  $("#details-title").textContent = provider.name;
+  $("#history-summary").textContent = "Loading…";
+  clear($("#history-chart"));
+  clear($("#discovery"));
+  $("#details-dialog").showModal();
+  const response = await guarded(() => api("GET", `/api/providers/${provider.id}/tests?limit=50`));
+  if (!response) return;
+  const { results, summary } = response.data;
+  $("#history-summary").textContent = summary.count === 0 ? "No tests yet." :
+    `${summary.count} tests · ${summary.online_pct}% online · p50 ${ms(summary.p50_ms)} · p95 ${ms(summary.p95_ms)}`;
+  $("#history-chart").replaceChildren(latencyChart(results));
+}
+
+async function discover(button) {
+  const provider = detailsFor;
+  const box = clear($("#discovery"));
+  await busy(button, async () => {
+    let data;
+    try {
+      ({ data } = await api("GET", `/api/providers/${provider.id}/models/discover`));
+    } catch (error) {
+      box.append(el("p", { class: "form-error", text: describe(error) }));
+      return;
+    }
+    const list = (title, models) => [el("h4", { text: `${title} (${models.length})` }),
+      models.length ? el("ul", { class: "models" }, models.map((m) => el("li", { text: m }))) : el("p", { class: "muted", text: "none" })];
+    box.append(...list("Offered upstream", data.models), ...list("Configured but not offered", data.missing),
+      ...list("Offered but not configured", data.new));
+    const sync = el("button", { type: "button", class: "primary" }, "Apply sync: use the upstream list");
+    sync.addEventListener("click", () => busy(sync, async () => {
+      const synced = await guarded(() => api("POST", `/api/providers/${provider.id}/models/sync`));
+      if (!synced) return;
+      box.replaceChildren(el("p", { text: `Models set to the ${synced.data.models.length} offered upstream.` }));
+      await refresh();
+    }));
+    box.append(sync);
+  });
+}
+
+// -- export and restore -------------------------------------------------------------------------
+
+async function downloadExport() {
+  const response = await guarded(() => api("GET", "/api/admin/providers/export"));
+  if (!response) return;
+  const blob = new Blob([response.text], { type: "application/json" });
+  const link = el("a", { href: URL.createObjectURL(blob), download: "provider-registry-backup.json" });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
+async function previewRestore(input) {
+  const file = input.files[0];
+  input.value = "";
+  if (!file) return;
+  const text = await file.text();
+  const error = $("#restore-error");
+  const diff = clear($("#restore-diff"));
+  error.hidden = true;
+  $("#restore-confirm").disabled = true;
+  $("#restore-title").textContent = `Restore from ${file.name}`;
+  $("#restore-dialog").showModal();
+  try {
+    const { data } = await api("POST", "/api/admin/providers/restore?dry_run=true", text);
+    const section = (title, items) => [el("h3", { text: `${title} (${items.length})` }),
+      items.length ? el("ul", {}, items) : el("p", { class: "muted", text: "none" })];
+    diff.append(el("div", { class: "diff" },
+      el("p", { text: "Nothing has changed yet. Restoring replaces the whole inventory with the file's:" }),
+      ...section("Added", data.added.map((n) => el("li", { text: n }))),
+      ...section("Removed", data.removed.map((n) => el("li", { text: n }))),
+      ...section("Changed", data.changed.map((c) => el("li", {}, el("strong", { text: c.name }),
+        ` (${c.fields.join(", ")})`))),
+      el("p", { text: `Unchanged: ${data.unchanged}` })));
+    pendingRestore = text;
+    $("#restore-confirm").disabled = false;
+  } catch (err) {
+    pendingRestore = null;
+    error.textContent = `This file cannot be restored: ${describe(err)}`;
+    error.hidden = false;
+  }
+}
+
+async function confirmRestore(button) {
+  if (pendingRestore === null) return;
+  await busy(button, async () => {
+    try {
+      const { data } = await api("POST", "/api/admin/providers/restore", pendingRestore);
+      pendingRestore = null;
+      $("#restore-dialog").close();
+      showBanner(`Restored ${data.restored} providers.`, "info");
+      await refresh();
+    } catch (error) {
+      $("#restore-error").textContent = describe(error);
+      $("#restore-error").hidden = false;
+    }
+  });
+}
+
+// -- the token ----------------------------------------------------------------------------------
+
+function askForToken(reason) {
+  const dialog = $("#token-dialog");
+  $("#token-reason").textContent = reason;
+  $("#token-input").value = "";
+  dialog.returnValue = "";
+  if (!dialog.open) dialog.showModal();
+  $("#token-input").focus();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      const token = $("#token-input").value.trim();
+      $("#token-input").value = "";
+      resolve(dialog.returnValue === "ok" && token ? token : null);
+    }, { once: true });
+  });
+}
+
+// -- wiring -------------------------------------------------------------------------------------
+
+function start() {
+  setTokenPrompt(askForToken);
+  $("#add-provider").addEventListener("click", () => openForm(null));
+  $("#test-all").addEventListener("click", (event) => testAll(event.currentTarget));
+  $("#export").addEventListener("click", downloadExport);
+  $("#restore-file").addEventListener("change", (event) => previewRestore(event.currentTarget));
+  $("#restore-cancel").addEventListener("click", () => { pendingRestore = null; $("#restore-dialog").close(); });
+  $("#restore-confirm").addEventListener("click", (event) => confirmRestore(event.currentTarget));
+  $("#provider-form").addEventListener("submit", save);
+  $("#form-cancel").addEventListener("click", () => $("#provider-dialog").close());
+  $("#form-test").addEventListener("click", (event) => testBeforeSave(event.currentTarget));
+  $("#details-close").addEventListener("click", () => $("#details-dialog").close());
+  $("#discover").addEventListener("click", (event) => discover(event.currentTarget));
+  $("#token-cancel").addEventListener("click", () => $("#token-dialog").close("cancel"));
+  $("#token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    $("#token-dialog").close("ok");
+  });
+  let typing;
+  $("#filter-q").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(refresh, 250); });
+  $("#filter-type").addEventListener("change", refresh);
+  $("#filter-active").addEventListener("change", refresh);
+  $("#filters").addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
+  refresh();
+}
+
+start();
