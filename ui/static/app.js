@@ -329,9 +329,9 @@ async function previewRestore(input) {
       items.length ? el("ul", {}, items) : el("p", { class: "muted", text: "none" })];
     diff.append(el("div", { class: "diff" },
       el("p", { text: "Nothing has changed yet. Restoring replaces the whole inventory with the file's:" }),
-      ...section("Added", data.added.map((n) => el("li", { text: n }))),
-      ...section("Removed", data.removed.map((n) => el("li", { text: n }))),
-      ...section("Changed", data.changed.map((c) => el("li", {}, el("strong", { text: c.name }),
+      ...section("Will be added", data.added.map((n) => el("li", { text: n }))),
+      ...section("Will be removed", data.removed.map((n) => el("li", { text: n }))),
+      ...section("Will change", data.changed.map((c) => el("li", {}, el("strong", { text: c.name }),
         ` (${c.fields.join(", ")})`))),
       el("p", { text: `Unchanged: ${data.unchanged}` })));
     pendingRestore = text;
