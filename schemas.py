@@ -6,6 +6,7 @@ from the same dicts.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +29,7 @@ def is_provider_base_url(value: object) -> bool:
         return False
     try:
         parts = urlsplit(value)
-        parts.port  # raises ValueError on a bad port
+        _ = parts.port  # a port that is not a number from 0 to 65535 raises ValueError
     except ValueError:
         return False
     return (parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
@@ -169,6 +170,36 @@ _FIELD_MESSAGES = {
     "models": "must be an array of at most 1000 unique strings of 1 to 200 characters",
     "is_active": "must be true or false",
 }
+
+
+class InvalidJson(ValueError):
+    """Bytes that are not a JSON text: not UTF-8, not JSON, NaN/Infinity, or a lone surrogate escape."""
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def parse_json(data: bytes) -> Any:
+    """Strict JSON: UTF-8 only, no NaN/Infinity, and only strings that are real Unicode text (a
+    lone surrogate such as "\\udc00" parses in Python but cannot be stored or sent on)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidJson("is not valid UTF-8") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise InvalidJson("is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidJson("holds an invalid Unicode escape (a lone surrogate)") from None
+    return value
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 def validation_errors(validator: Draft202012Validator, instance: Any) -> list[dict[str, str]]:

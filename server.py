@@ -56,7 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     action.add_argument("--restore", action="store_true", help="restore the database from the backup file and exit")
     parser.add_argument("--backup-file", help="backup file to export to / restore from "
                                               "(default: BACKEND_BACKUP_FILE)")
-    parser.add_argument("--dry-run", action="store_true", help="with --restore: report what would change, change nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --restore: report what would change, change nothing")
     args = parser.parse_args(argv)
     if args.dry_run and not args.restore:
         parser.error("--dry-run goes with --restore")
@@ -130,7 +131,7 @@ async def serve(runtime: Runtime) -> None:
     # The body limit (1 MiB) is enforced by the handlers with a JSON 413; this is only a backstop.
     server = tornado.httpserver.HTTPServer(app, max_body_size=64 * 1024 * 1024)
     try:
-        server.listen(settings.port, settings.host)
+        server.listen(settings.port, settings.host, backlog=1024)
     except OSError as exc:
         raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
     checker.start_schedule(settings.check_interval_seconds)

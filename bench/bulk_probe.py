@@ -82,7 +82,8 @@ def main() -> int:
     print(f"  wall time      {r['wall_s']:.3f} s")
     print(f"  ideal          {r['ideal_s']:.3f} s  (ceil(N/concurrency) x delay)")
     print(f"  ratio          {r['ratio']:.3f}  (target <= 1.3)")
-    print(f"  /ping during   p50 {r['ping_p50_ms']:.1f} ms, p99 {r['ping_p99_ms']:.1f} ms, max {r['ping_max_ms']:.1f} ms "
+    print(f"  /ping during   p50 {r['ping_p50_ms']:.1f} ms, p99 {r['ping_p99_ms']:.1f} ms, "
+          f"max {r['ping_max_ms']:.1f} ms "
           f"over {r['pings']} pings (target p99 < 50 ms)")
     ok = r["ratio"] <= 1.3 and r["ping_p99_ms"] < 50
     print("  targets        " + ("met" if ok else "MISSED"))

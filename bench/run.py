@@ -81,7 +81,8 @@ def wrk(url: str, script: str, connections: int, duration: float, threads: int, 
     script_path = workdir / f"wrk-{time.monotonic_ns()}.lua"
     script_path.write_text(script + REPORT)
     output = subprocess.run(
-        [*cpu_prefix(LOAD_CPU), "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(script_path), url],
+        [*cpu_prefix(LOAD_CPU), "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
+         "--timeout", "10s", "-s", str(script_path), url],
         capture_output=True, text=True, timeout=duration + 60, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))
     requests, micros, errors, p50, p99 = (int(v) for v in line.split()[1:])
@@ -171,9 +172,9 @@ def main() -> int:
                 wrk(url, script, connections, 1, args.threads, workdir)  # warm-up
                 runs, ratios = [], []
                 for _ in range(rounds):
-                    reference = wrk(baseline_url, GET, 32, duration, args.threads, workdir)
+                    reference = wrk(baseline_url, GET, connections, duration, args.threads, workdir)
                     result = wrk(url, script, connections, duration, args.threads, workdir)
-                    baseline_runs.append(reference)
+                    baseline_runs.setdefault(connections, []).append(reference)
                     runs.append(result)
                     ratios.append(result.rps / reference.rps)
                     if script is not GET:
@@ -183,17 +184,23 @@ def main() -> int:
                 return result
 
             baseline_url = f"http://127.0.0.1:{baseline_port}/api/providers/1"
-            baseline_runs: list[LoadResult] = []
-            rows = [("GET /ping", load("GET /ping", registry.url + "/ping"))]
-            get_one = load("GET one", registry.url + "/api/providers/42")
-            rows.append(("GET /api/providers/{id}", get_one))
-            rows.append(("GET /api/providers (100)", load("GET list 100", registry.url + "/api/providers")))
-            rows.append(("POST /api/providers", load("POST create", registry.url, CREATE)))
-            rows.append(("PATCH /api/providers/{id}", load("PATCH", registry.url, PATCH)))
-            wide = load("GET one, 256 connections", registry.url + "/api/providers/42", connections=256)
-            rows.append(("GET /api/providers/{id}, 256 conns", wide))
-            base = sorted(baseline_runs, key=lambda r: r.rps)[len(baseline_runs) // 2]
+            baseline_runs: dict[int, list[LoadResult]] = {}
+            scenarios = [  # (label, figure key, URL, wrk script, connections)
+                ("GET /ping", "GET /ping", registry.url + "/ping", GET, 32),
+                ("GET /api/providers/{id}", "GET one", registry.url + "/api/providers/42", GET, 32),
+                ("GET /api/providers (100)", "GET list 100", registry.url + "/api/providers", GET, 32),
+                ("POST /api/providers", "POST create", registry.url, CREATE, 32),
+                ("PATCH /api/providers/{id}", "PATCH", registry.url, PATCH, 32),
+                ("GET /api/providers/{id}, 256 conns", "GET one, 256 connections",
+                 registry.url + "/api/providers/42", GET, 256),
+            ]
+            rows = [(label, key, load(key, url, script, connections))
+                    for label, key, url, script, connections in scenarios]
+            get_one, wide = rows[1][2], rows[5][2]
+            base, base_wide = (sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
+                               for runs in (baseline_runs[32], baseline_runs[256]))
             figures["baseline GET"] = base.__dict__ | {"rps": base.rps}
+            figures["baseline GET, 256 connections"] = base_wide.__dict__ | {"rps": base_wide.rps}
 
             growth = []
             for size in sizes:
@@ -201,7 +208,8 @@ def main() -> int:
                 create_ms, patch_ms = sequential_write_latency(registry.port, samples, size)
                 backup_kb = (registry.data_dir / "config_backup.json").stat().st_size / 1024
                 growth.append((size, create_ms, patch_ms, backup_kb))
-            figures["write growth"] = [dict(zip(("stored", "create_ms", "patch_ms", "backup_kb"), g)) for g in growth]
+            figures["write growth"] = [dict(zip(("stored", "create_ms", "patch_ms", "backup_kb"), g, strict=True))
+                                       for g in growth]
 
             largest = sizes[-1]
             registry.fill(largest)
@@ -220,11 +228,11 @@ def main() -> int:
     print(f"{'scenario':36} {'req/s':>8} {'x base':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     print(f"{'baseline GET (fixed 320-byte JSON)':36} {base.rps:8.0f} {1:7.3f} {base.p50_ms:8.2f} {base.p99_ms:8.2f} "
           f"{base.errors:7d}")
-    for (name, r), key in zip(rows, ("GET /ping", "GET one", "GET list 100", "POST create", "PATCH",
-                                     "GET one, 256 connections")):
-        print(f"{name:36} {r.rps:8.0f} {figures[key]['ratio']:7.3f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:7d}")
-    print(f"(median of {rounds} rounds of {round(duration)} s, each ratio against the baseline run just before it; "
-          f"servers on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU})")
+    for label, key, r in rows:
+        print(f"{label:36} {r.rps:8.0f} {figures[key]['ratio']:7.3f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:7d}")
+    print(f"(median of {rounds} rounds of {round(duration)} s, each ratio against the baseline run just before it "
+          f"with as many connections; servers on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU})")
+    print(f"256 vs 32 connections: registry {wide.rps / get_one.rps:.3f}, baseline {base_wide.rps / base.rps:.3f}")
     print(f"\n{'providers stored':>16} {'create p50 ms':>14} {'patch p50 ms':>13} {'backup KiB':>11}")
     for size, create_ms, patch_ms, backup_kb in growth:
         print(f"{size:16d} {create_ms:14.2f} {patch_ms:13.2f} {backup_kb:11.0f}")

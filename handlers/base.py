@@ -18,7 +18,7 @@ from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from checks import BulkTestInProgress, ConnectivityChecker, UpstreamUnusable
 from crypto import UndecryptableKey
-from schemas import validation_errors
+from schemas import InvalidJson, parse_json, validation_errors
 from store.backup import BackupDuplicates, BackupInvalid, BackupKeysUndecryptable, BackupUnreadable, BackupWriteFailed
 from store.providers import DuplicateName, ProviderNotFound
 from store.registry import ProviderRegistry
@@ -169,11 +169,9 @@ class BaseHandler(RequestHandler):
         if allow_empty and not raw.strip():
             return None
         try:
-            body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-        except UnicodeDecodeError:
-            raise ApiError(400, "The request body is not valid UTF-8.") from None
-        except (ValueError, RecursionError):
-            raise ApiError(400, "The request body is not valid JSON.") from None
+            body = parse_json(raw)
+        except InvalidJson as exc:
+            raise ApiError(400, f"The request body {exc}.") from None
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.")
         if validator is not None:
@@ -279,7 +277,3 @@ def _expected_status(exc: BaseException | None) -> int | None:
         if cls in ERROR_STATUS:
             return ERROR_STATUS[cls]
     return None
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not JSON")

@@ -47,7 +47,8 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 _PROVIDER_ID = {"name": "provider_id", "in": "path", "required": True,
                 "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}}
-_LIMIT = {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+_LIMIT = {"name": "limit", "in": "query", "required": False,
+          "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
 
 
 def _operation(summary: str, responses: dict[str, Any], body: dict | None = None, parameters: list | None = None,
@@ -87,7 +88,8 @@ def build_openapi() -> dict[str, Any]:
             "name": {"type": "string"}, "fields": {"type": "array", "items": {"type": "string"}}}}},
         "unchanged": {"type": "integer"}}}
     list_parameters = [
-        {"name": "is_active", "in": "query", "required": False, "schema": {"type": "string", "enum": ["true", "false"]}},
+        {"name": "is_active", "in": "query", "required": False,
+         "schema": {"type": "string", "enum": ["true", "false"]}},
         {"name": "type", "in": "query", "required": False, "schema": schemas.PROVIDER_TYPE},
         {"name": "q", "in": "query", "required": False, "schema": {"type": "string"},
          "description": "Name substring, case-insensitive; % and _ are literal."},

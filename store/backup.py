@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from crypto import Keyring
-from schemas import BACKUP_FORMAT, BACKUP_VERSION, backup_document_validator, validation_errors
+from schemas import (BACKUP_FORMAT, BACKUP_VERSION, InvalidJson, backup_document_validator, parse_json,
+                     validation_errors)
 from store.providers import name_key
 from timestamps import utc_timestamp
 
@@ -103,9 +104,9 @@ def parse_document(data: bytes, source: str = "the backup document") -> Any:
     if not data.strip():
         raise BackupUnreadable(f"{source} is empty")
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeError, ValueError):
-        raise BackupUnreadable(f"{source} is not valid JSON (truncated or corrupted?)") from None
+        return parse_json(data)
+    except InvalidJson as exc:
+        raise BackupUnreadable(f"{source} {exc} (truncated or corrupted?)") from None
 
 
 def check_document(document: Any, keyring: Keyring) -> list[dict[str, Any]]:
@@ -148,7 +149,3 @@ def _duplicates(records: list[dict], field: str, key) -> list[dict[str, str]]:
         else:
             seen[value] = index
     return errors
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not JSON")

@@ -47,6 +47,9 @@ class ProviderFilter:
     name_contains: str | None = None
 
 
+NO_FILTER = ProviderFilter()
+
+
 def name_key(name: str) -> str:
     """What uniqueness and search compare: the Unicode-casefolded name."""
     return name.casefold()
@@ -108,7 +111,7 @@ def _where(filters: ProviderFilter) -> tuple[str, list]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-def list_providers(conn: sqlite3.Connection, filters: ProviderFilter = ProviderFilter(),
+def list_providers(conn: sqlite3.Connection, filters: ProviderFilter = NO_FILTER,
                    limit: int | None = None, offset: int = 0) -> tuple[list[Provider], int]:
     """One page of providers ordered by id, and how many match in all."""
     where, params = _where(filters)
@@ -118,7 +121,7 @@ def list_providers(conn: sqlite3.Connection, filters: ProviderFilter = ProviderF
     return [_provider_from_row(r) for r in rows], total
 
 
-def list_provider_ids(conn: sqlite3.Connection, filters: ProviderFilter = ProviderFilter(),
+def list_provider_ids(conn: sqlite3.Connection, filters: ProviderFilter = NO_FILTER,
                       limit: int | None = None, offset: int = 0) -> tuple[list[int], int]:
     """The ids of one page of providers ordered by id, and how many match in all."""
     where, params = _where(filters)

@@ -18,7 +18,7 @@ from crypto import Keyring, UndecryptableKey
 from schemas import WHITESPACE
 from store import backup, providers
 from store.database import transaction
-from store.providers import Provider, ProviderFilter
+from store.providers import NO_FILTER, Provider, ProviderFilter
 from timestamps import utc_timestamp
 
 _RESTORE_COMPARED_FIELDS = ("name", "type", "base_url", "api_key", "models", "is_active",
@@ -69,14 +69,14 @@ class ProviderRegistry:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def list(self, filters: ProviderFilter = ProviderFilter(), limit: int | None = None,
+    def list(self, filters: ProviderFilter = NO_FILTER, limit: int | None = None,
              offset: int = 0) -> tuple[list[Provider], int]:
         return providers.list_providers(self._conn, filters, limit, offset)
 
     def get(self, provider_id: int) -> Provider:
         return providers.get_provider(self._conn, provider_id)
 
-    def list_json(self, filters: ProviderFilter = ProviderFilter(), limit: int | None = None,
+    def list_json(self, filters: ProviderFilter = NO_FILTER, limit: int | None = None,
                   offset: int = 0) -> tuple[list[str], int]:
         """A page of providers as API JSON texts, and the total matching."""
         ids, total = providers.list_provider_ids(self._conn, filters, limit, offset)

@@ -120,7 +120,8 @@ async def test_plaintext_key_reaches_no_response_no_file_and_no_log_line(api, pr
 
 async def test_undecryptable_key_still_lists_with_null_preview(api, add_foreign_key_provider):
     provider_id = add_foreign_key_provider()
-    for listed in ((await api.get("/api/providers")).json()[0], (await api.get(f"/api/providers/{provider_id}")).json()):
+    one = (await api.get(f"/api/providers/{provider_id}")).json()
+    for listed in ((await api.get("/api/providers")).json()[0], one):
         assert listed["has_api_key"] is True
         assert listed["api_key_preview"] is None
 

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.gen_test(timeout=60)
 
 
 async def add(api, fake_provider, **fields) -> dict:
-    body = {"name": f"p-{time.monotonic_ns()}", "base_url": fake_provider.url + "/v1", "api_key": "sk-history-0123456789",
-            "models": ["model-a", "model-b"], **fields}
+    body = {"name": f"p-{time.monotonic_ns()}", "base_url": fake_provider.url + "/v1",
+            "api_key": "sk-history-0123456789", "models": ["model-a", "model-b"], **fields}
     response = await api.post("/api/providers", json=body)
     assert response.code == 201, response.body
     return response.json()

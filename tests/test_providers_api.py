@@ -151,6 +151,8 @@ async def test_valid_base_urls_are_accepted(api, provider_body, url):
     (b"[1, 2]", "JSON object"),
     (b'"text"', "JSON object"),
     (b'{"name": NaN}', "not valid JSON"),
+    (b'{"name": "\\udc00", "base_url": "https://x.example.com"}', "lone surrogate"),
+    (b'{"name": "ok", "base_url": "https://x.example.com", "models": ["\\ud800x"]}', "lone surrogate"),
 ])
 async def test_malformed_body_is_400(api, body, detail):
     assert_error(await api.request("POST", "/api/providers", body=body), 400, detail)

@@ -162,8 +162,10 @@ async def test_backup_from_another_secret_is_refused_naming_the_providers(api, f
     assert data_files_bytes(runtime) == before
 
 
-@pytest.mark.parametrize("content, status", [(None, 400), (b"", 400), (b'{"format": "provider-registry-backup", "ver', 400),
-                                             (b"\x00\xff garbage", 400), (b'{"format": "x"}', 422)])
+@pytest.mark.parametrize("content, status", [
+    (None, 400), (b"", 400), (b'{"format": "provider-registry-backup", "ver', 400), (b"\x00\xff garbage", 400),
+    (b'{"format": "x"}', 422),
+])
 async def test_unusable_backup_file_is_refused_and_changes_nothing(api, fake_provider, runtime, content, status):
     await seed(api, fake_provider)
     backup_file = runtime.settings.backup_file

@@ -23,8 +23,8 @@ def test_zero_configuration_start_creates_the_data_directory(run_server, tmp_pat
     assert (data / "providers.db").is_file()
     assert stat.S_IMODE((data / "secret.key").stat().st_mode) == 0o600
     assert (data / "config_backup.json").is_file()
-    status, created = http_json("POST", server.url + "/api/providers",
-                                {"name": "Zero", "base_url": "https://api.example.com", "api_key": "sk-zero-config-1234"})
+    status, created = http_json("POST", server.url + "/api/providers", {
+        "name": "Zero", "base_url": "https://api.example.com", "api_key": "sk-zero-config-1234"})
     assert status == 201
     assert server.stop() == 0
 
