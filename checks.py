@@ -51,7 +51,7 @@ class ConnectivityChecker:
     async def test_one(self, provider_id: int) -> dict[str, Any]:
         """Probe one provider (active or not) and store the result."""
         result = await self.prober.probe(self.target_for(self.registry.get(provider_id)))
-        self.registry.record_probe_results({provider_id: result})
+        await self.registry.record_probe_results({provider_id: result})
         return result
 
     async def test_all(self) -> list[dict[str, Any]]:
@@ -65,7 +65,7 @@ class ConnectivityChecker:
             names = {p.id: p.name for p in active}
             results = await self.prober.probe_many({p.id: self.target_for(p) for p in active}, self.concurrency)
             if results:
-                self.registry.record_probe_results(results)
+                await self.registry.record_probe_results(results)
             return [{"id": pid, "name": names[pid], **result} for pid, result in results.items()]
         finally:
             self._bulk_running = False

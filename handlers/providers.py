@@ -31,8 +31,8 @@ class ProviderListHandler(ProviderBaseHandler):
         self.set_header("X-Total-Count", str(total))
         self.write_json_text("[" + ",".join(page) + "]")
 
-    def post(self) -> None:
-        provider_id = self.registry.create(self.json_body(provider_create_validator))
+    async def post(self) -> None:
+        provider_id = await self.registry.create(self.json_body(provider_create_validator))
         self.set_header("Location", f"/api/providers/{provider_id}")
         self.write_provider(provider_id, status=201)
 
@@ -41,13 +41,13 @@ class ProviderHandler(ProviderBaseHandler):
     def get(self, provider_id: str) -> None:
         self.write_provider(int(provider_id))
 
-    def patch(self, provider_id: str) -> None:
+    async def patch(self, provider_id: str) -> None:
         changes = self.json_body(provider_update_validator)
-        self.registry.update(int(provider_id), changes)
+        await self.registry.update(int(provider_id), changes)
         self.write_provider(int(provider_id))
 
-    def delete(self, provider_id: str) -> None:
-        self.registry.delete(int(provider_id))
+    async def delete(self, provider_id: str) -> None:
+        await self.registry.delete(int(provider_id))
         self.set_status(204)
         self.clear_header("Content-Type")
         self.finish()
@@ -91,7 +91,7 @@ class ModelDiscoveryHandler(BaseHandler):
 class ModelSyncHandler(ProviderBaseHandler):
     async def post(self, provider_id: str) -> None:
         upstream, _ = await self.checker.discover(int(provider_id))
-        self.registry.update(int(provider_id), {"models": upstream})
+        await self.registry.update(int(provider_id), {"models": upstream})
         self.write_provider(int(provider_id))
 
 

@@ -1,18 +1,24 @@
 """The provider inventory as the rest of the program sees it.
 
-Every change runs in one transaction that also rewrites the backup file before committing, so a
+Every change runs in a transaction that also rewrites the backup file before committing, so a
 change is either in both the database and the backup, or in neither (a failed backup write rolls
 the change back). Keys are encrypted here on the way in and never leave as plaintext except
 through `decrypted_api_key`, which the prober uses.
+
+Creates, updates, deletes and test results are committed in groups: the changes requested while
+the event loop is busy are applied together, each in its own savepoint (one failing does not undo
+the others), with one backup write and one commit for the group. With 32 clients writing at once
+that is several times the throughput of one transaction, fsync and backup write per change.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from crypto import Keyring, UndecryptableKey
 from schemas import WHITESPACE
@@ -66,6 +72,8 @@ class ProviderRegistry:
         # Each provider's API JSON as committed, filled as providers are read and dropped when a
         # change touches them: a read then costs a dict lookup instead of a query.
         self._api_json: dict[int, str] = {}
+        # Changes waiting for the next group commit, each with the future its caller awaits.
+        self._pending: list[tuple[Callable[[_Change], Any], asyncio.Future]] = []
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -109,7 +117,7 @@ class ProviderRegistry:
 
     # -- changes (each mirrored into the backup) -----------------------------------------------
 
-    def create(self, fields: dict[str, Any]) -> int:
+    async def create(self, fields: dict[str, Any]) -> int:
         """Create from a validated create body; returns the new provider's id."""
         now = utc_timestamp()
         values = {
@@ -122,12 +130,15 @@ class ProviderRegistry:
             "created_at": now,
             "updated_at": now,
         }
-        with self._mirrored_change(set()) as change:
+
+        def insert(change: _Change) -> int:
             provider_id = providers.insert_provider(change.conn, values)
             change.touched.add(provider_id)
-        return provider_id
+            return provider_id
 
-    def update(self, provider_id: int, changes: dict[str, Any]) -> None:
+        return await self._grouped(insert)
+
+    async def update(self, provider_id: int, changes: dict[str, Any]) -> None:
         """Apply a validated PATCH body. Fields equal to what is stored are not changes: a PATCH
         that changes nothing writes nothing and keeps `updated_at`."""
         current = self.get(provider_id)
@@ -148,22 +159,32 @@ class ProviderRegistry:
         if not values:
             return
         values["updated_at"] = utc_timestamp()
-        with self._mirrored_change({provider_id}) as change:
+
+        def apply(change: _Change) -> None:
             providers.update_provider(change.conn, provider_id, values)
+            change.touched.add(provider_id)
 
-    def delete(self, provider_id: int) -> None:
-        with self._mirrored_change({provider_id}) as change:
+        await self._grouped(apply)
+
+    async def delete(self, provider_id: int) -> None:
+        def apply(change: _Change) -> None:
             providers.delete_provider(change.conn, provider_id)
+            change.touched.add(provider_id)
 
-    def record_probe_results(self, results: dict[int, dict[str, Any]]) -> None:
-        """Store test results (as `last_test` and in history) in one transaction and one backup
-        write. Providers deleted while they were being probed are skipped."""
-        with self._mirrored_change(set(results)) as change:
+        await self._grouped(apply)
+
+    async def record_probe_results(self, results: dict[int, dict[str, Any]]) -> None:
+        """Store test results (as `last_test` and in history), all in the same group commit.
+        Providers deleted while they were being probed are skipped."""
+        def apply(change: _Change) -> None:
             for provider_id, result in results.items():
                 try:
                     providers.add_probe_result(change.conn, provider_id, result)
                 except providers.ProviderNotFound:
-                    pass
+                    continue
+                change.touched.add(provider_id)
+
+        await self._grouped(apply)
 
     def restore(self, document: Any) -> int:
         """Replace the whole inventory with a backup document's, keeping ids; nothing changes
@@ -263,6 +284,8 @@ class ProviderRegistry:
         with transaction(self._conn) as conn:
             change = _Change(conn, set(touched) if touched is not None else set())
             yield change
+            if touched is not EVERYTHING and not change.touched:
+                return  # every change of a group failed: nothing to mirror, the backup stays as it is
             if touched is EVERYTHING or self._records is None:
                 records = dict(providers.backup_records_json(conn))
             else:
@@ -279,6 +302,46 @@ class ProviderRegistry:
             self._api_json.clear()
         for provider_id in change.touched:
             self._api_json.pop(provider_id, None)
+
+    def _grouped(self, apply: Callable[[_Change], Any]) -> asyncio.Future:
+        """Queue a change for the next group commit; the future resolves to what `apply` returns
+        (or raises what it raised) once the group is committed and mirrored."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((apply, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._commit_group)
+        return future
+
+    def _commit_group(self) -> None:
+        group, self._pending = self._pending, []
+        outcomes: list[tuple[asyncio.Future, BaseException | None, Any]] = []
+        try:
+            with self._mirrored_change(set()) as change:
+                for apply, future in group:
+                    before = set(change.touched)
+                    change.conn.execute("SAVEPOINT change")
+                    try:
+                        result = apply(change)
+                    except Exception as exc:  # this change fails alone; the others go on
+                        change.conn.execute("ROLLBACK TO change")
+                        change.touched = before
+                        outcomes.append((future, exc, None))
+                    else:
+                        outcomes.append((future, None, result))
+                    change.conn.execute("RELEASE change")
+        except Exception as exc:  # the backup or the commit failed: none of the group happened
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for future, exc, result in outcomes:
+            if future.done():
+                continue
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
     def _remember_api_json(self, texts: dict[int, str]) -> None:
         if len(self._api_json) + len(texts) > _API_JSON_CACHE_LIMIT:

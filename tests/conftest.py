@@ -154,14 +154,14 @@ def provider_body():
 
 @pytest.fixture
 def add_foreign_key_provider(runtime):
-    def add(**fields: Any) -> int:
+    async def add(**fields: Any) -> int:
         conn = connect(runtime.settings.database_path)
         try:
             keyring = Keyring(["a secret this server does not know"])
             other = ProviderRegistry(conn, keyring, runtime.settings.backup_file)
             body = {"name": "Foreign key", "base_url": "https://foreign.example.com/v1",
                     "api_key": "sk-foreign-0123456789"}
-            return other.create({**body, **fields})
+            return await other.create({**body, **fields})
         finally:
             conn.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -10,6 +11,8 @@ import stat
 import pytest
 
 from store import providers as provider_rows
+from store.backup import BackupWriteFailed
+from store.providers import DuplicateName, ProviderNotFound
 
 
 pytestmark = pytest.mark.gen_test
@@ -119,7 +122,7 @@ async def test_plaintext_key_reaches_no_response_no_file_and_no_log_line(api, pr
 
 
 async def test_undecryptable_key_still_lists_with_null_preview(api, add_foreign_key_provider):
-    provider_id = add_foreign_key_provider()
+    provider_id = await add_foreign_key_provider()
     one = (await api.get(f"/api/providers/{provider_id}")).json()
     for listed in ((await api.get("/api/providers")).json()[0], one):
         assert listed["has_api_key"] is True
@@ -163,3 +166,48 @@ async def test_backup_equals_a_full_export_after_any_mix_of_changes(api, provide
     await api.post("/api/providers", json=provider_body(name="After restore"))
     await assert_mirrors()
     assert [p["name"] for p in providers_in(runtime.settings.backup_file.read_bytes())][-1] == "After restore"
+
+
+# -- group commit -------------------------------------------------------------------------------------
+
+async def test_changes_requested_together_commit_together_and_fail_alone(runtime):
+    registry = runtime.registry
+    body = {"base_url": "https://group.example.com"}
+    first, duplicate, third = (registry.create({**body, "name": name}) for name in ("Grouped", "GROUPED", "Third"))
+    outcomes = await asyncio.gather(first, duplicate, third, return_exceptions=True)
+    assert isinstance(outcomes[0], int) and isinstance(outcomes[2], int)
+    assert isinstance(outcomes[1], DuplicateName)
+    names = [p["name"] for p in json.loads(runtime.settings.backup_file.read_text())["providers"]]
+    assert names == ["Grouped", "Third"]
+    assert [p.name for p in registry.list()[0]] == ["Grouped", "Third"]
+
+
+async def test_a_group_whose_changes_all_fail_leaves_the_backup_untouched(runtime):
+    await runtime.registry.create({"name": "Only", "base_url": "https://x.example.com"})
+    before = runtime.settings.backup_file.read_bytes()
+    outcomes = await asyncio.gather(*(runtime.registry.create({"name": "only", "base_url": "https://y.example.com"})
+                                      for _ in range(3)), runtime.registry.delete(404), return_exceptions=True)
+    assert [type(o) for o in outcomes] == [DuplicateName] * 3 + [ProviderNotFound]
+    assert runtime.settings.backup_file.read_bytes() == before
+
+
+async def test_a_group_that_cannot_be_mirrored_fails_as_a_whole(runtime):
+    await runtime.registry.create({"name": "Before", "base_url": "https://x.example.com"})
+    backup_file = runtime.settings.backup_file
+    backup_file.unlink()
+    backup_file.mkdir()
+    (backup_file / "blocker").write_text("x")
+    outcomes = await asyncio.gather(*(runtime.registry.create({"name": f"Lost {i}", "base_url": "https://x.example.com"})
+                                      for i in range(3)), return_exceptions=True)
+    assert all(isinstance(o, BackupWriteFailed) for o in outcomes)
+    assert [p.name for p in runtime.registry.list()[0]] == ["Before"]
+
+
+async def test_concurrent_api_writes_all_land_in_database_and_backup(api, provider_body, runtime):
+    responses = await asyncio.gather(*(api.post("/api/providers", json=provider_body(name=f"Concurrent {i % 25}"))
+                                       for i in range(30)))
+    codes = sorted(r.code for r in responses)
+    assert codes == [201] * 25 + [409] * 5
+    listed = {p["name"] for p in (await api.get("/api/providers")).json()}
+    backed_up = {p["name"] for p in json.loads(runtime.settings.backup_file.read_text())["providers"]}
+    assert listed == backed_up == {f"Concurrent {i}" for i in range(25)}

@@ -47,7 +47,7 @@ async def test_history_lists_results_newest_first_with_a_summary(api, fake_provi
 async def test_history_summary_percentiles_over_the_returned_window(api, fake_provider, runtime):
     provider = await add(api, fake_provider)
     for latency in range(1, 21):  # 1..20 ms, oldest first
-        runtime.registry.record_probe_results({provider["id"]: result("online" if latency % 4 else "offline",
+        await runtime.registry.record_probe_results({provider["id"]: result("online" if latency % 4 else "offline",
                                                                      float(latency))})
     summary = (await api.get(f"/api/providers/{provider['id']}/tests")).json()["summary"]
     assert summary == {"count": 20, "online_pct": 75.0, "p50_ms": 10.5, "p95_ms": 19.05}
@@ -61,7 +61,7 @@ async def test_history_summary_percentiles_over_the_returned_window(api, fake_pr
 async def test_history_keeps_the_last_hundred(api, fake_provider, runtime):
     provider = await add(api, fake_provider)
     for i in range(105):
-        runtime.registry.record_probe_results({provider["id"]: result("online", float(i))})
+        await runtime.registry.record_probe_results({provider["id"]: result("online", float(i))})
     history = (await api.get(f"/api/providers/{provider['id']}/tests?limit=1000")).json()
     assert history["summary"]["count"] == 100
     assert history["results"][0]["latency_ms"] == 104.0

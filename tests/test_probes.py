@@ -190,7 +190,7 @@ async def test_missing_models_per_type(api, fake_provider, provider_type, path, 
 
 
 async def test_undecryptable_key_is_an_error_result_not_a_500(api, fake_provider, add_foreign_key_provider):
-    provider_id = add_foreign_key_provider(base_url=fake_provider.url + "/v1")
+    provider_id = await add_foreign_key_provider(base_url=fake_provider.url + "/v1")
     result = await run_test(api, {"id": provider_id})
     assert result["status"] == "error"
     assert "cannot be decrypted" in result["detail"]
