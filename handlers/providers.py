@@ -26,7 +26,7 @@ class ProviderListHandler(ProviderBaseHandler):
         filters = ProviderFilter(is_active=self.query_bool("is_active"), type=provider_type,
                                  name_contains=self.get_query_argument("q", None))
         limit = self.query_int("limit", 1, 1000)
-        offset = self.query_int("offset", 0) or 0
+        offset = self.query_int("offset", 0, 2**62) or 0
         page, total = self.registry.list_json(filters, limit, offset)
         self.set_header("X-Total-Count", str(total))
         self.write_json_text("[" + ",".join(page) + "]")

@@ -160,6 +160,11 @@ def all_providers(conn: sqlite3.Connection) -> list[Provider]:
     return [_provider_from_row(r) for r in conn.execute(_SELECT + " ORDER BY id")]
 
 
+def first_provider_with_key(conn: sqlite3.Connection) -> Provider | None:
+    row = conn.execute(_SELECT + " WHERE api_key_ciphertext IS NOT NULL ORDER BY id LIMIT 1").fetchone()
+    return None if row is None else _provider_from_row(row)
+
+
 def get_provider(conn: sqlite3.Connection, provider_id: int) -> Provider:
     row = conn.execute(_SELECT + " WHERE id = ?", (provider_id,)).fetchone()
     if row is None:

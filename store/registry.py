@@ -238,10 +238,10 @@ class ProviderRegistry:
     def first_undecryptable_key(self) -> str | None:
         """The name of the first stored provider whose key no secret decrypts, checking only the
         first stored key: a cheap start-up check for a wrong secret."""
-        for provider in providers.all_providers(self._conn):
-            if provider.api_key_ciphertext is not None:
-                return None if self.keyring.can_decrypt(provider.api_key_ciphertext) else provider.name
-        return None
+        first = providers.first_provider_with_key(self._conn)
+        if first is None or self.keyring.can_decrypt(first.api_key_ciphertext):
+            return None
+        return first.name
 
     # -- the backup ----------------------------------------------------------------------------
 

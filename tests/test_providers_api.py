@@ -172,7 +172,7 @@ async def test_body_over_one_mebibyte_is_413(api, provider_body):
 
 @pytest.mark.parametrize("query, detail", [
     ("limit=0", "limit"), ("limit=1001", "limit"), ("limit=abc", "limit"), ("limit=-1", "limit"),
-    ("offset=-1", "offset"), ("offset=x", "offset"),
+    ("offset=-1", "offset"), ("offset=x", "offset"), ("offset=99999999999999999999", "offset"),
     ("is_active=yes", "is_active"), ("is_active=1", "is_active"),
     ("type=mistral", "type"),
 ])
