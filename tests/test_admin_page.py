@@ -233,8 +233,10 @@ def test_test_all_and_filters(page, run_server, threaded_fake_provider):
     for name, provider_type in (("Alpha", "openai"), ("Beta", "anthropic")):
         http_json("POST", server.url + "/api/providers", {"name": name, "type": provider_type,
                                                           "base_url": threaded_fake_provider.url + "/v1"})
+    threaded_fake_provider.answer("/v1/models", body={"data": [{"id": "model-a"}]}, delay=0.5)
     page.goto(server.url + "/ui/")
     page.get_by_role("button", name="Test all", exact=True).click()
+    expect(page.locator("#providers td.last-test").first).to_contain_text("testing…")
     expect(page.locator("#banner")).to_contain_text("Tested 2 active providers: 2 online")
     expect(page.locator("#providers td.last-test").first).to_contain_text("online")
     page.select_option("#filter-type", "anthropic")

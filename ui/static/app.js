@@ -118,8 +118,15 @@ async function testOne(provider) {
 
 async function testAll(button) {
   await busy(button, async () => {
+    for (const provider of providers.filter((p) => p.is_active)) {
+      const cell = document.querySelector(`tr[data-id="${provider.id}"] td.last-test`);
+      if (cell) cell.replaceChildren(el("span", { class: "status status-none", text: "testing…" }));
+    }
     const response = await guarded(() => api("POST", "/api/providers/test"));
-    if (!response) return;
+    if (!response) {
+      render();
+      return;
+    }
     const results = response.data.results;
     const online = results.filter((r) => r.status === "online").length;
     showBanner(`Tested ${results.length} active provider${results.length === 1 ? "" : "s"}: ${online} online.`, "info");
