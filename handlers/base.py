@@ -74,9 +74,9 @@ class AccessLog:
     """The access log: one line per request with status, method, path, duration and request id
     (never headers, query strings or bodies), in the format of the other log lines.
 
-    Lines are written in batches (every 64 lines, every `flush_seconds`, at once for a 5xx, and at
-    shutdown) rather than through `logging` one by one: per-request logging cost ~10% of the
-    throughput of a simple GET.
+    Lines are written in batches (every `batch_lines` lines, at once for a 5xx, and whenever
+    `flush()` is called: every half second and at shutdown by server.py) rather than through
+    `logging` one by one, which cost ~10% of the throughput of a simple GET.
     """
 
     def __init__(self, stream: TextIO | None = None, batch_lines: int = 64) -> None:

@@ -106,9 +106,6 @@ class ProviderRegistry:
     def history(self, provider_id: int, limit: int) -> list[dict[str, Any]]:
         return providers.probe_history(self._conn, provider_id, limit)
 
-    def api_key_preview(self, provider: Provider) -> str | None:
-        return self.keyring.preview(provider.api_key_ciphertext)
-
     def decrypted_api_key(self, provider: Provider) -> str | None:
         """The plaintext key for an outbound request; raises UndecryptableKey."""
         if provider.api_key_ciphertext is None:
