@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Mapping
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import pycurl
 from tornado.curl_httpclient import CurlAsyncHTTPClient, CurlError
@@ -78,8 +78,26 @@ def probe_url_and_headers(target: ProbeTarget) -> tuple[str, dict[str, str]]:
             headers["anthropic-version"] = "2023-06-01"
     parts = urlsplit(target.base_url)
     merged_query = "&".join(q for q in (parts.query, query) if q)
-    url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + path, merged_query, ""))
+    url = urlunsplit((parts.scheme, _ascii_netloc(parts), quote(parts.path.rstrip("/") + path, safe=_URL_SAFE),
+                      quote(merged_query, safe=_URL_SAFE + "?"), ""))
     return url, headers
+
+
+# Characters left as they are when a URL is made ASCII: everything RFC 3986 allows in a path.
+_URL_SAFE = "/:@!$&'()*+,;=~%-._"
+
+
+def _ascii_netloc(parts) -> str:
+    """The host in IDNA form (curl sends ASCII), with its port; IPv6 literals keep their brackets."""
+    host = parts.hostname or ""
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError("the base URL's host is not a valid internationalized domain name") from None
+    if ":" in host:
+        host = f"[{host}]"
+    return host if parts.port is None else f"{host}:{parts.port}"
 
 
 def offered_models(provider_type: str, body: bytes) -> list[str] | None:
@@ -170,7 +188,10 @@ class Prober:
         if target.key_error:
             return ProbeOutcome(_result("error", None, 0.0, target.key_error, None, checked_at, curl_timings({})),
                                 None)
-        url, headers = probe_url_and_headers(target)
+        try:
+            url, headers = probe_url_and_headers(target)
+        except ValueError as exc:
+            return ProbeOutcome(_result("error", None, 0.0, str(exc), None, checked_at, curl_timings({})), None)
         body = bytearray()
         overflow = False
 

@@ -48,8 +48,10 @@ TRIMMED_NAME = {"type": "string", "minLength": 1, "maxLength": 100, "pattern": f
 PROVIDER_TYPE = {"type": "string", "enum": PROVIDER_TYPES}
 BASE_URL = {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
             "description": "Absolute http/https URL with a host, no user-info, no fragment; a trailing / is dropped."}
-API_KEY = {"type": ["string", "null"], "minLength": 1, "maxLength": 4096, "pattern": "^[!-~]+$",
-           "description": "Write-only; printable ASCII without spaces. null removes the key."}
+# Keys are opaque, but they travel in an HTTP header: printable ASCII only (a CR/LF would inject
+# headers into the probe, and curl sends header lines as ASCII).
+API_KEY = {"type": ["string", "null"], "minLength": 1, "maxLength": 4096, "pattern": "^[ -~]+$",
+           "description": "Write-only; printable ASCII. null removes the key."}
 MODELS = {"type": "array", "maxItems": 1000, "uniqueItems": True,
           "items": {"type": "string", "minLength": 1, "maxLength": 200}}
 IS_ACTIVE = {"type": "boolean"}
@@ -166,7 +168,7 @@ _FIELD_MESSAGES = {
     "type": "must be one of: " + ", ".join(PROVIDER_TYPES),
     "base_url": "must be an absolute http or https URL with a host, without user-info or fragment, "
                 "at most 2048 characters",
-    "api_key": "must be null or a string of 1 to 4096 printable ASCII characters without spaces",
+    "api_key": "must be null or a string of 1 to 4096 printable ASCII characters",
     "models": "must be an array of at most 1000 unique strings of 1 to 200 characters",
     "is_active": "must be true or false",
 }

@@ -106,7 +106,7 @@ async def test_plaintext_key_reaches_no_response_no_file_and_no_log_line(api, pr
     responses.append(await api.get(f"/api/providers/{provider_id}"))
     responses.append(await api.patch(f"/api/providers/{provider_id}", json={"api_key": PLAINTEXT_KEY + "X"}))
     responses.append(await api.patch(f"/api/providers/{provider_id}", json={"api_key": PLAINTEXT_KEY}))
-    responses.append(await api.post("/api/providers", json=provider_body(api_key=PLAINTEXT_KEY + " bad")))
+    responses.append(await api.post("/api/providers", json=provider_body(api_key=PLAINTEXT_KEY + "\r\nX-Bad: 1")))
     responses.append(await api.get("/api/admin/providers/export"))
 
     for response in responses:

@@ -249,3 +249,22 @@ async def test_ping_answers_while_a_bulk_test_is_running(api, fake_provider):
     assert not bulk.done()
     assert ping_seconds < 0.5
     assert (await bulk).code == 200
+
+
+async def test_non_ascii_path_and_query_are_percent_encoded(api, fake_provider):
+    provider = await add(api, fake_provider, path="/vé", base_url=fake_provider.url + "/vé?tenant=ü")
+    result = await run_test(api, provider)
+    assert result["status"] == "online"
+    [request] = fake_provider.requests
+    assert request.path == "/v%C3%A9/models"
+    assert request.query == "tenant=%C3%BC"
+
+
+@pytest.mark.parametrize("base_url, expected", [
+    ("https://bücher.example:8443/v1", "https://xn--bcher-kva.example:8443/v1/models?api-version=2024-10-21"),
+    ("http://[::1]:8080/openai/", "http://[::1]:8080/openai/models?api-version=2024-10-21"),
+    ("https://EXAMPLE.com/v1?tenant=a", "https://example.com/v1/models?tenant=a&api-version=2024-10-21"),
+])
+def test_probe_urls_are_ascii_with_idna_hosts(base_url, expected):
+    from probe import ProbeTarget, probe_url_and_headers
+    assert probe_url_and_headers(ProbeTarget("azure", base_url.rstrip("/"), "k"))[0] == expected

@@ -105,6 +105,9 @@ async def test_name_may_be_reused_after_delete(api, provider_body):
     ({"api_key": ""}, "/api_key"),
     ({"api_key": "k" * 4097}, "/api_key"),
     ({"api_key": 12345}, "/api_key"),
+    ({"api_key": "sk-abc\r\nX-Injected: yes"}, "/api_key"),
+    ({"api_key": "sk-tab\tinside"}, "/api_key"),
+    ({"api_key": "ключ-0123456789"}, "/api_key"),
     ({"models": "gpt-4"}, "/models"),
     ({"models": ["a", "a"]}, "/models"),
     ({"models": [""]}, "/models/0"),
@@ -130,7 +133,7 @@ async def test_all_violations_are_reported_at_once(api):
 
 
 async def test_a_rejected_api_key_is_never_echoed(api, provider_body):
-    secret = "sk-LEAK with a space 0123456789"
+    secret = "sk-LEAK-with-a-newline\n0123456789"
     response = await api.post("/api/providers", json=provider_body(api_key=secret))
     assert_error(response, 422)
     assert b"LEAK" not in response.body

@@ -144,7 +144,7 @@ async def test_no_key_in_any_log_line_through_create_update_test_and_restore(api
     fake_provider.answer("/v1/models", status=500)
     await api.post("/api/providers/test")
     await api.post("/api/providers/test-connection", json={"name": "t", "base_url": fake_provider.url, "api_key": key})
-    await api.post("/api/providers", json={"name": "Bad", "base_url": "nope", "api_key": key + " x"})
+    await api.post("/api/providers", json={"name": "Bad", "base_url": "nope", "api_key": key + "\n"})
     document = (await api.get("/api/admin/providers/export")).json()
     await api.post("/api/admin/providers/restore?dry_run=true", json=document)
     await api.post("/api/admin/providers/restore", json=document)
