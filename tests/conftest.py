@@ -1,6 +1,7 @@
 """Fixtures (a real server on loopback, a real SQLite file, real outbound HTTP):
 
-- `env`: the BACKEND_* variables the app is built from (data in a temp dir); a test adds or
+- `data_dir`: the temp directory the app keeps its database, secret and backup in.
+- `env`: the BACKEND_* variables the app is built from (data in `data_dir`); a test adds or
   overrides some with `@pytest.mark.env(NAME="value")`.
 - `runtime`: settings, the migrated SQLite database and the registry (what `server.py` opens).
 - `app`: the real tornado Application; pytest-tornado's `http_server` serves it on a loopback port.
@@ -12,6 +13,10 @@
 - `add_foreign_key_provider`: stores a provider whose key was encrypted under a secret the server
   does not have (as after a lost secret), written by a second registry on the same database file.
 - `run_server`: starts `server.py` as a subprocess (for start-up, CLI and crash tests).
+- `threaded_fake_provider`: the fake upstream on its own thread, for `server.py` subprocesses.
+
+Helpers: `http_json` (blocking JSON calls to a subprocess), `run_cli` (`server.py ARGS` to completion),
+`start_server_process` / `start_threaded_fake_provider` (module-scoped variants), `closed_port`.
 """
 
 from __future__ import annotations
