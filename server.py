@@ -196,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StartupError, backup.BackupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except sqlite3.Error as exc:  # e.g. --restore while a running server holds the write lock
+        print(f"error: the database {settings.database_path} cannot be written now ({exc}); "
+              "is the server running? Stop it first or restore through the API", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

@@ -196,7 +196,15 @@ def main() -> int:
             ]
             rows = [(label, key, load(key, url, script, connections))
                     for label, key, url, script, connections in scenarios]
-            get_one, wide = rows[1][2], rows[5][2]
+            wide = rows[5][2]
+            # The 256-connection target compares the server with itself: 256 and 32 connections
+            # alternately, paired per round like everything else (and the baseline likewise, for scale).
+            connection_scaling = {
+                who: statistics.median(
+                    wrk(url, GET, 256, duration, args.threads, workdir).rps
+                    / wrk(url, GET, 32, duration, args.threads, workdir).rps for _ in range(rounds))
+                for who, url in (("registry", registry.url + "/api/providers/42"), ("baseline", baseline_url))}
+            figures["256 vs 32 connections"] = connection_scaling
             base, base_wide = (sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
                                for runs in (baseline_runs[32], baseline_runs[256]))
             figures["baseline GET"] = base.__dict__ | {"rps": base.rps}
@@ -232,7 +240,8 @@ def main() -> int:
         print(f"{label:36} {r.rps:8.0f} {figures[key]['ratio']:7.3f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:7d}")
     print(f"(median of {rounds} rounds of {round(duration)} s, each ratio against the baseline run just before it "
           f"with as many connections; servers on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU})")
-    print(f"256 vs 32 connections: registry {wide.rps / get_one.rps:.3f}, baseline {base_wide.rps / base.rps:.3f}")
+    print(f"256 vs 32 connections, paired per round: registry {connection_scaling['registry']:.3f}, "
+          f"bare Tornado baseline {connection_scaling['baseline']:.3f}")
     print(f"\n{'providers stored':>16} {'create p50 ms':>14} {'patch p50 ms':>13} {'backup KiB':>11}")
     for size, create_ms, patch_ms, backup_kb in growth:
         print(f"{size:16d} {create_ms:14.2f} {patch_ms:13.2f} {backup_kb:11.0f}")
@@ -248,7 +257,7 @@ def main() -> int:
         ("create and patch median <= 10 ms with 1000 stored",
          growth_1000 is not None and growth_1000[1] <= 10 and growth_1000[2] <= 10),
         ("256 connections: 0 errors, >= 0.9 x 32-connection throughput",
-         wide.errors == 0 and wide.rps >= 0.9 * get_one.rps),
+         wide.errors == 0 and connection_scaling["registry"] >= 0.9),
         (f"start-up with {largest} providers <= 0.5 s", figures["startup_s"] <= 0.5),
         (f"RSS with {largest} providers <= 60 MB", rss <= 60),
     ]

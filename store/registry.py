@@ -72,6 +72,9 @@ class ProviderRegistry:
         # Each provider's API JSON as committed, filled as providers are read and dropped when a
         # change touches them: a read then costs a dict lookup instead of a query.
         self._api_json: dict[int, str] = {}
+        # SQLite's count of commits by other connections (e.g. `server.py --restore` run while the
+        # server is up): when it moves, both caches above are dropped.
+        self._data_version = self._current_data_version()
         # Changes waiting for the next group commit, each with the future its caller awaits.
         self._pending: list[tuple[Callable[[_Change], Any], asyncio.Future]] = []
 
@@ -87,6 +90,7 @@ class ProviderRegistry:
     def list_json(self, filters: ProviderFilter = NO_FILTER, limit: int | None = None,
                   offset: int = 0) -> tuple[list[str], int]:
         """A page of providers as API JSON texts, and the total matching."""
+        self._forget_if_changed_elsewhere()
         ids, total = providers.list_provider_ids(self._conn, filters, limit, offset)
         texts = {i: self._api_json[i] for i in ids if i in self._api_json}
         if len(texts) < len(ids):
@@ -97,6 +101,7 @@ class ProviderRegistry:
 
     def get_json(self, provider_id: int) -> str:
         """One provider as API JSON text."""
+        self._forget_if_changed_elsewhere()
         text = self._api_json.get(provider_id)
         if text is None:
             text = providers.provider_json(self._conn, provider_id)
@@ -279,6 +284,7 @@ class ProviderRegistry:
         cannot be written rolls the change back). `touched` names the providers the change may
         affect (the body adds to it), or is EVERYTHING; only their records are re-rendered."""
         with transaction(self._conn) as conn:
+            self._forget_if_changed_elsewhere()
             change = _Change(conn, set(touched) if touched is not None else set())
             yield change
             if touched is not EVERYTHING and not change.touched:
@@ -339,6 +345,16 @@ class ProviderRegistry:
                 future.set_exception(exc)
             else:
                 future.set_result(result)
+
+    def _current_data_version(self) -> int:
+        return self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def _forget_if_changed_elsewhere(self) -> None:
+        version = self._current_data_version()
+        if version != self._data_version:
+            self._data_version = version
+            self._api_json.clear()
+            self._records = None
 
     def _remember_api_json(self, texts: dict[int, str]) -> None:
         if len(self._api_json) + len(texts) > _API_JSON_CACHE_LIMIT:

@@ -12,6 +12,7 @@ import pytest
 
 from store import providers as provider_rows
 from store.backup import BackupWriteFailed
+from store.database import connect
 from store.providers import DuplicateName, ProviderNotFound
 
 
@@ -211,3 +212,20 @@ async def test_concurrent_api_writes_all_land_in_database_and_backup(api, provid
     listed = {p["name"] for p in (await api.get("/api/providers")).json()}
     backed_up = {p["name"] for p in json.loads(runtime.settings.backup_file.read_text())["providers"]}
     assert listed == backed_up == {f"Concurrent {i}" for i in range(25)}
+
+
+async def test_changes_committed_by_another_process_are_not_hidden_by_caches(api, provider_body, runtime):
+    """E.g. `server.py --restore` run while the server is up: reads and the backup follow the database."""
+    created = (await api.post("/api/providers", json=provider_body(name="Cached"))).json()
+    await api.get(f"/api/providers/{created['id']}")  # now rendered and kept
+    other = connect(runtime.settings.database_path)
+    try:
+        other.execute("UPDATE providers SET name = 'Changed elsewhere', name_key = 'changed elsewhere' WHERE id = ?",
+                      (created["id"],))
+    finally:
+        other.close()
+    assert (await api.get(f"/api/providers/{created['id']}")).json()["name"] == "Changed elsewhere"
+    assert (await api.get("/api/providers")).json()[0]["name"] == "Changed elsewhere"
+    await api.post("/api/providers", json=provider_body(name="Next"))
+    names = [p["name"] for p in json.loads(runtime.settings.backup_file.read_text())["providers"]]
+    assert names == ["Changed elsewhere", "Next"]
