@@ -186,12 +186,11 @@ class Prober:
         """Send the probe and classify the answer; never raises for anything the network does."""
         checked_at = utc_timestamp()
         if target.key_error:
-            return ProbeOutcome(_result("error", None, 0.0, target.key_error, None, checked_at, curl_timings({})),
-                                None)
+            return _not_sent(target.key_error, checked_at)
         try:
             url, headers = probe_url_and_headers(target)
         except ValueError as exc:
-            return ProbeOutcome(_result("error", None, 0.0, str(exc), None, checked_at, curl_timings({})), None)
+            return _not_sent(str(exc), checked_at)
         body = bytearray()
         overflow = False
 
@@ -257,6 +256,11 @@ def _redirect_detail(code: int, url: str, location: str | None) -> str:
     if target.port:
         where += f":{target.port}"
     return f"HTTP {code} redirect to {where} (not followed)"
+
+
+def _not_sent(detail: str, checked_at: str) -> ProbeOutcome:
+    """An `error` result for a probe that could not be sent at all: no status, no timings."""
+    return ProbeOutcome(_result("error", None, 0.0, detail, None, checked_at, curl_timings({})), None)
 
 
 def _result(status: str, status_code: int | None, latency_ms: float, detail: str | None,

@@ -4,8 +4,9 @@ routes; `default_handlers` joins them (unmatched paths go to `NotFoundHandler`).
 from handlers import admin, docs, health, providers, ui
 from handlers.base import AccessLog, NotFoundHandler, RequestsInFlight
 
-default_handlers = (health.default_handlers + docs.default_handlers + providers.default_handlers
-                    + admin.default_handlers + ui.default_handlers)
+# Tornado tries the routes in order: the API's come first.
+default_handlers = (providers.default_handlers + health.default_handlers + admin.default_handlers
+                    + docs.default_handlers + ui.default_handlers)
 ui_settings = ui.ui_settings
 
 __all__ = ["default_handlers", "ui_settings", "AccessLog", "NotFoundHandler", "RequestsInFlight"]

@@ -203,6 +203,10 @@ class BaseHandler(RequestHandler):
 
     # -- responses --------------------------------------------------------------------------------
 
+    def compute_etag(self) -> None:
+        """No ETag: API responses are `no-store`, so hashing every body would be wasted work."""
+        return None
+
     def write_json(self, value: Any, status: int = 200) -> None:
         self.write_json_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")), status)
 
