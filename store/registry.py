@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ class RestorePreview:
 
 
 _API_JSON_CACHE_LIMIT = 5000
+READ_RECHECK_SECONDS = 0.1
 EVERYTHING = None  # for _mirrored_change: the change may affect any provider (restore)
 
 
@@ -73,8 +75,10 @@ class ProviderRegistry:
         # change touches them: a read then costs a dict lookup instead of a query.
         self._api_json: dict[int, str] = {}
         # SQLite's count of commits by other connections (e.g. `server.py --restore` run while the
-        # server is up): when it moves, both caches above are dropped.
+        # server is up): when it moves, both caches above are dropped. Reads look at most every
+        # READ_RECHECK_SECONDS (the PRAGMA costs ~5 µs, a few % of a cached GET); writes always do.
         self._data_version = self._current_data_version()
+        self._data_version_checked = time.monotonic()
         # Changes waiting for the next group commit, each with the future its caller awaits.
         self._pending: list[tuple[Callable[[_Change], Any], asyncio.Future]] = []
 
@@ -90,7 +94,7 @@ class ProviderRegistry:
     def list_json(self, filters: ProviderFilter = NO_FILTER, limit: int | None = None,
                   offset: int = 0) -> tuple[list[str], int]:
         """A page of providers as API JSON texts, and the total matching."""
-        self._forget_if_changed_elsewhere()
+        self._forget_if_changed_elsewhere(reading=True)
         ids, total = providers.list_provider_ids(self._conn, filters, limit, offset)
         texts = {i: self._api_json[i] for i in ids if i in self._api_json}
         if len(texts) < len(ids):
@@ -101,7 +105,7 @@ class ProviderRegistry:
 
     def get_json(self, provider_id: int) -> str:
         """One provider as API JSON text."""
-        self._forget_if_changed_elsewhere()
+        self._forget_if_changed_elsewhere(reading=True)
         text = self._api_json.get(provider_id)
         if text is None:
             text = providers.provider_json(self._conn, provider_id)
@@ -349,7 +353,11 @@ class ProviderRegistry:
     def _current_data_version(self) -> int:
         return self._conn.execute("PRAGMA data_version").fetchone()[0]
 
-    def _forget_if_changed_elsewhere(self) -> None:
+    def _forget_if_changed_elsewhere(self, reading: bool = False) -> None:
+        now = time.monotonic()
+        if reading and now - self._data_version_checked < READ_RECHECK_SECONDS:
+            return
+        self._data_version_checked = now
         version = self._current_data_version()
         if version != self._data_version:
             self._data_version = version

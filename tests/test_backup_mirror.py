@@ -13,6 +13,7 @@ import pytest
 from store import providers as provider_rows
 from store.backup import BackupWriteFailed
 from store.database import connect
+from store.registry import READ_RECHECK_SECONDS
 from store.providers import DuplicateName, ProviderNotFound
 
 
@@ -224,6 +225,7 @@ async def test_changes_committed_by_another_process_are_not_hidden_by_caches(api
                       (created["id"],))
     finally:
         other.close()
+    await asyncio.sleep(READ_RECHECK_SECONDS)  # reads look for outside commits at most this often
     assert (await api.get(f"/api/providers/{created['id']}")).json()["name"] == "Changed elsewhere"
     assert (await api.get("/api/providers")).json()[0]["name"] == "Changed elsewhere"
     await api.post("/api/providers", json=provider_body(name="Next"))
