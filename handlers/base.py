@@ -163,13 +163,10 @@ class BaseHandler(RequestHandler):
             raise ApiError(413, _STATUS_DETAILS[413])
         return bytes(self._body)
 
-    def json_body(self, validator: Draft202012Validator | None = None, allow_empty: bool = False) -> Any:
+    def json_body(self, validator: Draft202012Validator | None = None) -> Any:
         """The body parsed as a JSON object (400 otherwise), checked against `validator` (422)."""
-        raw = self.raw_body()
-        if allow_empty and not raw.strip():
-            return None
         try:
-            body = parse_json(raw)
+            body = parse_json(self.raw_body())
         except InvalidJson as exc:
             raise ApiError(400, f"The request body {exc}.") from None
         if not isinstance(body, dict):
