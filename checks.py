@@ -54,6 +54,12 @@ class ConnectivityChecker:
         await self.registry.record_probe_results({provider_id: result})
         return result
 
+    async def test_unsaved(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Probe a provider described by a validated create body; nothing is stored."""
+        target = ProbeTarget(type=fields.get("type", "openai"), base_url=fields["base_url"].rstrip("/"),
+                             api_key=fields.get("api_key"), models=fields.get("models", []))
+        return await self.prober.probe(target)
+
     async def test_all(self) -> list[dict[str, Any]]:
         """Probe every active provider concurrently and store all results in one write.
         Raises BulkTestInProgress while another run (manual or scheduled) is going on."""

@@ -6,7 +6,6 @@ import statistics
 from typing import Any
 
 from handlers.base import ApiError, BaseHandler
-from probe import ProbeTarget
 from schemas import PROVIDER_TYPES, provider_create_validator, provider_update_validator
 from store.providers import ProviderFilter
 
@@ -67,10 +66,7 @@ class TestConnectionHandler(BaseHandler):
     """Probe an unsaved provider (a create body): nothing is stored, the backup is not touched."""
 
     async def post(self) -> None:
-        body = self.json_body(provider_create_validator)
-        target = ProbeTarget(type=body.get("type", "openai"), base_url=body["base_url"].rstrip("/"),
-                             api_key=body.get("api_key"), models=body.get("models", []))
-        self.write_json(await self.checker.prober.probe(target))
+        self.write_json(await self.checker.test_unsaved(self.json_body(provider_create_validator)))
 
 
 class ProviderHistoryHandler(BaseHandler):
