@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -128,6 +129,7 @@ def build_service(runtime: Runtime) -> tuple[tornado.web.Application, Prober, Co
 async def serve(runtime: Runtime) -> None:
     settings = runtime.settings
     app, prober, checker = build_service(runtime)
+    tune_garbage_collector()
     # The body limit (1 MiB) is enforced by the handlers with a JSON 413; this is only a backstop.
     server = tornado.httpserver.HTTPServer(app, max_body_size=64 * 1024 * 1024)
     try:
@@ -155,6 +157,16 @@ async def serve(runtime: Runtime) -> None:
     flush_access_log.stop()
     access_log.flush()
     prober.close()
+
+
+def tune_garbage_collector() -> None:
+    """Fewer and cheaper cycle collections while serving. With 256 connections open, the default
+    thresholds (a young collection every 700 allocations) spent ~10 % of the CPU in the collector
+    (py-spy --native) and cost ~15 % of the throughput; start-up objects (modules, schemas) move to
+    the permanent generation, and young collections wait for 10 000 allocations."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def run_export(runtime: Runtime, target: Path) -> str:
