@@ -67,7 +67,7 @@ class ConnectivityChecker:
             raise BulkTestInProgress()
         self._bulk_running = True
         try:
-            active, _ = self.registry.list(ProviderFilter(is_active=True))
+            active = self.registry.list(ProviderFilter(is_active=True))
             names = {p.id: p.name for p in active}
             results = await self.prober.probe_many({p.id: self.target_for(p) for p in active}, self.concurrency)
             if results:

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SECRET = "benchmark-secret"  # the servers' BACKEND_API_KEY_SECRET, and what filled backups are encrypted under
 
 
 def free_port() -> int:
@@ -71,9 +72,6 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
-
-
-SECRET = "benchmark-secret"
 
 
 def backup_document(count: int, base_url: str, with_keys: bool = False) -> dict:

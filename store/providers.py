@@ -111,14 +111,10 @@ def _where(filters: ProviderFilter) -> tuple[str, list]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-def list_providers(conn: sqlite3.Connection, filters: ProviderFilter = NO_FILTER,
-                   limit: int | None = None, offset: int = 0) -> tuple[list[Provider], int]:
-    """One page of providers ordered by id, and how many match in all."""
+def list_providers(conn: sqlite3.Connection, filters: ProviderFilter = NO_FILTER) -> list[Provider]:
+    """Every provider matching `filters`, ordered by id (pages are for the API: `list_provider_ids`)."""
     where, params = _where(filters)
-    total = conn.execute("SELECT count(*) FROM providers" + where, params).fetchone()[0]
-    rows = conn.execute(_SELECT + where + " ORDER BY id LIMIT ? OFFSET ?",
-                        params + [-1 if limit is None else limit, offset]).fetchall()
-    return [_provider_from_row(r) for r in rows], total
+    return [_provider_from_row(r) for r in conn.execute(_SELECT + where + " ORDER BY id", params)]
 
 
 def list_provider_ids(conn: sqlite3.Connection, filters: ProviderFilter = NO_FILTER,
@@ -154,10 +150,6 @@ def backup_records_json(conn: sqlite3.Connection, ids: Iterable[int] | None = No
     # json_each() takes the whole id list as one bound parameter, however long it is.
     yield from conn.execute(f"SELECT id, {_BACKUP_JSON} FROM providers WHERE id IN (SELECT value FROM json_each(?)) "
                             "ORDER BY id", (json.dumps(sorted(ids)),))
-
-
-def all_providers(conn: sqlite3.Connection) -> list[Provider]:
-    return [_provider_from_row(r) for r in conn.execute(_SELECT + " ORDER BY id")]
 
 
 def first_provider_with_key(conn: sqlite3.Connection) -> Provider | None:

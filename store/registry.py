@@ -84,9 +84,9 @@ class ProviderRegistry:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def list(self, filters: ProviderFilter = NO_FILTER, limit: int | None = None,
-             offset: int = 0) -> tuple[list[Provider], int]:
-        return providers.list_providers(self._conn, filters, limit, offset)
+    def list(self, filters: ProviderFilter = NO_FILTER) -> list[Provider]:
+        """Every provider matching `filters`, ordered by id."""
+        return providers.list_providers(self._conn, filters)
 
     def get(self, provider_id: int) -> Provider:
         return providers.get_provider(self._conn, provider_id)
@@ -207,7 +207,7 @@ class ProviderRegistry:
     def preview_restore(self, document: Any) -> RestorePreview:
         """What `restore(document)` would change, matched by id; validates exactly as restore does."""
         records = backup.check_document(document, self.keyring)
-        current = {p.id: p for p in providers.all_providers(self._conn)}
+        current = {p.id: p for p in providers.list_providers(self._conn)}
         preview = RestorePreview()
         for record in records:
             existing = current.pop(record["id"], None)
@@ -228,7 +228,7 @@ class ProviderRegistry:
         rotated, undecryptable = [], []
         if not self.keyring.has_old_secrets:
             return RotationReport(0, [])
-        for provider in providers.all_providers(self._conn):
+        for provider in providers.list_providers(self._conn):
             ciphertext = provider.api_key_ciphertext
             if ciphertext is None or self.keyring.is_current(ciphertext):
                 continue

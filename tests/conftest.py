@@ -289,24 +289,23 @@ class ServerProcess:
         return self.process.wait(timeout=timeout)
 
 
-def free_port() -> int:
-    return closed_port()
+def clean_environment(env: dict[str, str]) -> dict[str, str]:
+    """What a `server.py` subprocess sees: only PATH and HOME from here, plus `env`."""
+    return {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **env}
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess:
     """Run `server.py ARGS` to completion in a clean environment (only PATH, HOME and `env`)."""
-    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **env}
-    return subprocess.run([sys.executable, str(ROOT / "server.py"), *args], cwd=cwd, env=full_env,
+    return subprocess.run([sys.executable, str(ROOT / "server.py"), *args], cwd=cwd, env=clean_environment(env),
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def start_server_process(env: dict[str, str], cwd: Path, args: list[str] = (), wait: bool = True) -> ServerProcess:
     """Start `server.py ARGS` in `cwd` with a clean environment plus `env`; wait for /ping."""
     import urllib.request
-    port = int(env.get("BACKEND_PORT") or free_port())
+    port = int(env.get("BACKEND_PORT") or closed_port())
     log_path = cwd / f"server-{port}.log"
-    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **env,
-                "BACKEND_PORT": str(port)}
+    full_env = clean_environment({**env, "BACKEND_PORT": str(port)})
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen([sys.executable, str(ROOT / "server.py"), *args], cwd=cwd, env=full_env,
                                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

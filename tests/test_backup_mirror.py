@@ -181,7 +181,7 @@ async def test_changes_requested_together_commit_together_and_fail_alone(runtime
     assert isinstance(outcomes[1], DuplicateName)
     names = [p["name"] for p in json.loads(runtime.settings.backup_file.read_text())["providers"]]
     assert names == ["Grouped", "Third"]
-    assert [p.name for p in registry.list()[0]] == ["Grouped", "Third"]
+    assert [p.name for p in registry.list()] == ["Grouped", "Third"]
 
 
 async def test_a_group_whose_changes_all_fail_leaves_the_backup_untouched(runtime):
@@ -202,7 +202,7 @@ async def test_a_group_that_cannot_be_mirrored_fails_as_a_whole(runtime):
     outcomes = await asyncio.gather(*(runtime.registry.create({"name": f"Lost {i}", "base_url": "https://x.example.com"})
                                       for i in range(3)), return_exceptions=True)
     assert all(isinstance(o, BackupWriteFailed) for o in outcomes)
-    assert [p.name for p in runtime.registry.list()[0]] == ["Before"]
+    assert [p.name for p in runtime.registry.list()] == ["Before"]
 
 
 async def test_concurrent_api_writes_all_land_in_database_and_backup(api, provider_body, runtime):
