@@ -12,6 +12,7 @@ from typing import Any
 
 from crypto import UndecryptableKey
 from probe import ProbeOutcome, Prober, ProbeTarget
+from schemas import with_defaults
 from store.providers import Provider, ProviderFilter
 from store.registry import ProviderRegistry
 
@@ -56,8 +57,9 @@ class ConnectivityChecker:
 
     async def test_unsaved(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Probe a provider described by a validated create body; nothing is stored."""
-        target = ProbeTarget(type=fields.get("type", "openai"), base_url=fields["base_url"].rstrip("/"),
-                             api_key=fields.get("api_key"), models=fields.get("models", []))
+        fields = with_defaults(fields)
+        target = ProbeTarget(type=fields["type"], base_url=fields["base_url"].rstrip("/"),
+                             api_key=fields["api_key"], models=fields["models"])
         return await self.prober.probe(target)
 
     async def test_all(self) -> list[dict[str, Any]]:

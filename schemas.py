@@ -56,12 +56,22 @@ MODELS = {"type": "array", "maxItems": 1000, "uniqueItems": True,
           "items": {"type": "string", "minLength": 1, "maxLength": 200}}
 IS_ACTIVE = {"type": "boolean"}
 
+# What a create body means for the fields it leaves out (also the schemas' documented defaults).
+PROVIDER_DEFAULTS = {"type": "openai", "api_key": None, "models": [], "is_active": True}
+
+
+def with_defaults(body: dict[str, Any]) -> dict[str, Any]:
+    """A validated create body with every optional field filled in."""
+    return {**PROVIDER_DEFAULTS, **body}
+
+
 _WRITABLE = {"name": NAME, "type": PROVIDER_TYPE, "base_url": BASE_URL, "api_key": API_KEY,
              "models": MODELS, "is_active": IS_ACTIVE}
 
 PROVIDER_CREATE = {
     "type": "object",
-    "properties": _WRITABLE,
+    "properties": {name: {**schema, "default": PROVIDER_DEFAULTS[name]} if name in PROVIDER_DEFAULTS else schema
+                   for name, schema in _WRITABLE.items()},
     "required": ["name", "base_url"],
     "additionalProperties": False,
 }

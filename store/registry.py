@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from crypto import Keyring, UndecryptableKey
-from schemas import WHITESPACE
+from schemas import WHITESPACE, with_defaults
 from store import backup, providers
 from store.database import transaction
 from store.providers import NO_FILTER, Provider, ProviderFilter
@@ -126,13 +126,14 @@ class ProviderRegistry:
     async def create(self, fields: dict[str, Any]) -> int:
         """Create from a validated create body; returns the new provider's id."""
         now = utc_timestamp()
+        fields = with_defaults(fields)
         values = {
             "name": fields["name"].strip(WHITESPACE),
-            "type": fields.get("type", "openai"),
+            "type": fields["type"],
             "base_url": fields["base_url"].rstrip("/"),
-            "api_key_ciphertext": self._encrypt(fields.get("api_key")),
-            "models": fields.get("models", []),
-            "is_active": fields.get("is_active", True),
+            "api_key_ciphertext": self._encrypt(fields["api_key"]),
+            "models": fields["models"],
+            "is_active": fields["is_active"],
             "created_at": now,
             "updated_at": now,
         }
