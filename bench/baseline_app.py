@@ -1,7 +1,9 @@
 """The stack's ceiling: a minimal Tornado app that answers every GET with a fixed ~300-byte JSON
-provider object. bench/run.py measures it in the same run as the real server.
+provider object. bench/run.py measures it in the same run as the real server, on asyncio's own
+event loop (the plain Tornado app the targets are set against) and, for reference, on uvloop (the
+loop server.py serves on).
 
-    python bench/baseline_app.py --port 9200
+    python bench/baseline_app.py --port 9200 [--uvloop]
 """
 
 from __future__ import annotations
@@ -25,14 +27,19 @@ class ProviderHandler(tornado.web.RequestHandler):
         self.finish(PROVIDER)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+async def serve(port: int) -> None:
     app = tornado.web.Application([(r"(.*)", ProviderHandler)])
-    app.listen(args.port, "127.0.0.1", backlog=1024)
+    app.listen(port, "127.0.0.1", backlog=1024)
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--uvloop", action="store_true", help="serve on uvloop instead of asyncio's loop")
+    args = parser.parse_args()
+    if args.uvloop:
+        import uvloop
+        uvloop.run(serve(args.port))
+    else:
+        asyncio.run(serve(args.port))

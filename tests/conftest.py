@@ -44,9 +44,13 @@ sys.path.insert(0, str(ROOT))
 from config import load_settings  # noqa: E402
 from crypto import Keyring  # noqa: E402
 from handlers import AccessLog  # noqa: E402
+from server import build_service, open_runtime, uvloop  # noqa: E402
 from store.database import connect  # noqa: E402
 from store.registry import ProviderRegistry  # noqa: E402
-from server import build_service, open_runtime  # noqa: E402
+
+# The tests' event loops (pytest-tornado makes one per test) are the kind server.py serves on.
+if uvloop is not None:
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 TEST_SECRET = "test-secret-for-the-suite"
 

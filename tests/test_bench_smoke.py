@@ -19,7 +19,8 @@ def test_bench_run_quick_completes_and_reports_every_scenario():
     result = run_bench("bench/run.py", "--quick", timeout=300)
     assert result.returncode == 0, result.stderr
     for line in ("GET /ping", "GET /api/providers/{id}", "GET /api/providers (100)", "POST /api/providers",
-                 "PATCH /api/providers/{id}", "256 conns", "start-up to first /ping", "RSS with"):
+                 "PATCH /api/providers/{id}", "256 conns", "bare Tornado on uvloop", "start-up to first /ping",
+                 "RSS with"):
         assert line in result.stdout, line
     assert result.stdout.count("met") + result.stdout.count("MISSED") >= 8
 

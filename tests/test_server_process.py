@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import stat
+import sys
 import threading
 import time
 
@@ -63,6 +64,8 @@ def test_sigterm_lets_a_request_in_flight_finish(run_server, threaded_fake_provi
     status, result = outcome["response"]
     assert status == 200 and result["status"] == "online"
     assert "shutting down" in server.log()
+    # ...and that probe went through curl on the event loop requirements.txt installs.
+    assert f"event loop {'asyncio' if sys.platform == 'win32' else 'uvloop'}" in server.log()
 
 
 def test_sigint_stops_cleanly(run_server):
