@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 # Fixed salt: the same secret must derive the same key on every instance that restores a backup.
 _KDF_SALT = b"provider-registry/api-key/v1"
 _PREVIEW_MIN_LENGTH = 12
-_PREVIEW_CACHE_LIMIT = 50_000
 
 
 class UndecryptableKey(Exception):
@@ -47,7 +46,6 @@ class Keyring:
             raise ValueError("a keyring needs at least one secret")
         self._fernets = [Fernet(derive_fernet_key(s)) for s in secrets_]
         self._multi = MultiFernet(self._fernets)
-        self._previews: dict[str, str | None] = {}
 
     @property
     def has_old_secrets(self) -> bool:
@@ -86,20 +84,16 @@ class Keyring:
 
     def preview(self, ciphertext: str | None) -> str | None:
         """'…' plus the last four characters of a key of 12+ characters, a bare '…' for a shorter
-        one, None without a key or when it cannot be decrypted. Cached per ciphertext because a
-        listing would otherwise decrypt every key on every request."""
+        one, None without a key or when it cannot be decrypted. Not cached here: it is part of the
+        provider JSON the registry keeps rendered, so a key is decrypted (~10 µs) only when that
+        JSON is rendered again."""
         if ciphertext is None:
             return None
-        if ciphertext not in self._previews:
-            if len(self._previews) >= _PREVIEW_CACHE_LIMIT:
-                self._previews.clear()
-            try:
-                key = self.decrypt(ciphertext)
-            except UndecryptableKey:
-                self._previews[ciphertext] = None
-            else:
-                self._previews[ciphertext] = "…" + key[-4:] if len(key) >= _PREVIEW_MIN_LENGTH else "…"
-        return self._previews[ciphertext]
+        try:
+            key = self.decrypt(ciphertext)
+        except UndecryptableKey:
+            return None
+        return "…" + key[-4:] if len(key) >= _PREVIEW_MIN_LENGTH else "…"
 
 
 def load_or_create_secret(path: Path) -> str:

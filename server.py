@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -34,6 +33,7 @@ from checks import ConnectivityChecker
 from config import ConfigError, Settings, load_settings, read_environment
 from crypto import Keyring, SecretFileError, load_or_create_secret
 from handlers import AccessLog, NotFoundHandler, RequestsInFlight, default_handlers, ui_settings
+from memory import release_freed_memory, return_large_blocks_promptly, tune_garbage_collector
 from probe import Prober
 from store import backup
 from store.database import DatabaseError, apply_migrations, connect, load_migrations
@@ -135,8 +135,10 @@ def build_service(runtime: Runtime) -> tuple[tornado.web.Application, Prober, Co
 
 async def serve(runtime: Runtime) -> None:
     settings = runtime.settings
+    return_large_blocks_promptly()
     app, prober, checker = build_service(runtime)
     tune_garbage_collector()
+    release_freed_memory()  # what start-up housekeeping (rendering the backup) used
     # The body limit (1 MiB) is enforced by the handlers with a JSON 413; this is only a backstop.
     server = tornado.httpserver.HTTPServer(app, max_body_size=64 * 1024 * 1024)
     try:
@@ -174,16 +176,6 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
     else:
         uvloop.run(main)
-
-
-def tune_garbage_collector() -> None:
-    """Fewer and cheaper cycle collections while serving. With 256 connections open, the default
-    thresholds (a young collection every 700 allocations) spent ~10 % of the CPU in the collector
-    (py-spy --native) and cost ~15 % of the throughput; start-up objects (modules, schemas) move to
-    the permanent generation, and young collections wait for 10 000 allocations."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 20)
 
 
 def run_export(runtime: Runtime, target: Path) -> str:

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from handlers.base import BaseHandler
+from memory import release_freed_memory
 from store.backup import parse_document, read_backup_file
 
 
-class ExportHandler(BaseHandler):
+class WholeInventoryHandler(BaseHandler):
+    """Export and restore hold every provider in memory at once; afterwards, that memory goes back."""
+
+    def on_finish(self) -> None:
+        super().on_finish()
+        release_freed_memory()
+
+
+class ExportHandler(WholeInventoryHandler):
     def get(self) -> None:
         self.write_json_text(self.registry.export_json())
 
 
-class RestoreHandler(BaseHandler):
+class RestoreHandler(WholeInventoryHandler):
     """An empty body restores from the configured backup file; a backup document as the body
     restores from it. `?dry_run=true` reports what would change and changes nothing."""
 

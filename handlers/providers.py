@@ -28,7 +28,7 @@ class ProviderListHandler(ProviderBaseHandler):
         offset = self.query_int("offset", 0, 2**62) or 0
         page, total = self.registry.list_json(filters, limit, offset)
         self.set_header("X-Total-Count", str(total))
-        self.write_json_text("[" + ",".join(page) + "]")
+        self.write_json_text(b"[" + b",".join(page) + b"]")
 
     async def post(self) -> None:
         provider_id = await self.registry.create(self.json_body(provider_create_validator))

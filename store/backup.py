@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from crypto import Keyring
 from schemas import (BACKUP_FORMAT, BACKUP_VERSION, InvalidJson, backup_document_validator, parse_json,
@@ -42,20 +42,15 @@ class BackupWriteFailed(BackupError):
     pass
 
 
-def document_chunks(records_json: Iterable[str]) -> Iterator[bytes]:
-    """The backup document, in pieces, around provider records that are already JSON text."""
+def document_bytes(records_json: Iterable[bytes]) -> bytes:
+    """The backup document around provider records that are already JSON (UTF-8)."""
     header = {"format": BACKUP_FORMAT, "version": BACKUP_VERSION, "exported_at": utc_timestamp()}
-    yield json.dumps(header, separators=(",", ":"))[:-1].encode("utf-8") + b',"providers":['
-    separator = b""
-    for record in records_json:
-        yield separator + record.encode("utf-8")
-        separator = b","
-    yield b"]}"
+    return b"".join((json.dumps(header, separators=(",", ":"))[:-1].encode("utf-8"), b',"providers":[',
+                     b",".join(records_json), b"]}"))
 
 
-def write_atomically(path: Path, chunks: Iterable[bytes]) -> None:
-    """Replace `path` with the concatenated `chunks` so that a crash leaves the old or the new file,
-    whole, mode 0600.
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves the old or the new file, whole, mode 0600.
 
     Temporary file in the same directory, flushed and fsynced, renamed over the target, then the
     directory fsynced so the rename itself is durable.
@@ -71,10 +66,8 @@ def write_atomically(path: Path, chunks: Iterable[bytes]) -> None:
     except OSError as exc:
         raise BackupWriteFailed(f"cannot write the backup file {path}: {exc.strerror}") from None
     try:
-        with os.fdopen(fd, "wb", buffering=1024 * 1024) as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
+        with os.fdopen(fd, "wb", buffering=0) as handle:
+            handle.write(data)  # an unbuffered FileIO writes it all or raises
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
         dir_fd = os.open(directory, os.O_RDONLY)

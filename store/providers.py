@@ -78,15 +78,15 @@ _COLUMNS = {
 # SQL function the registry registers on the connection (it needs the keyring).
 _BOOLEAN = "json(CASE WHEN {} THEN 'true' ELSE 'false' END)"
 _API_JSON = (
-    "json_object('id', id, 'name', name, 'type', type, 'base_url', base_url, 'models', json(models), "
+    "CAST(json_object('id', id, 'name', name, 'type', type, 'base_url', base_url, 'models', json(models), "
     f"'is_active', {_BOOLEAN.format('is_active')}, "
     f"'has_api_key', {_BOOLEAN.format('api_key_ciphertext IS NOT NULL')}, "
     "'api_key_preview', api_key_preview(api_key_ciphertext), "
-    "'created_at', created_at, 'updated_at', updated_at, 'last_test', json(last_test))")
+    "'created_at', created_at, 'updated_at', updated_at, 'last_test', json(last_test)) AS BLOB)")
 _BACKUP_JSON = (
-    "json_object('id', id, 'name', name, 'type', type, 'base_url', base_url, 'api_key', api_key_ciphertext, "
+    "CAST(json_object('id', id, 'name', name, 'type', type, 'base_url', base_url, 'api_key', api_key_ciphertext, "
     f"'models', json(models), 'is_active', {_BOOLEAN.format('is_active')}, "
-    "'created_at', created_at, 'updated_at', updated_at, 'last_test', json(last_test))")
+    "'created_at', created_at, 'updated_at', updated_at, 'last_test', json(last_test)) AS BLOB)")
 
 
 def _provider_from_row(row: sqlite3.Row | tuple) -> Provider:
@@ -127,23 +127,24 @@ def list_provider_ids(conn: sqlite3.Connection, filters: ProviderFilter = NO_FIL
     return [r[0] for r in rows], total
 
 
-def provider_json(conn: sqlite3.Connection, provider_id: int) -> str:
-    """One provider as its API JSON text."""
+def provider_json(conn: sqlite3.Connection, provider_id: int) -> bytes:
+    """One provider as its API JSON (UTF-8)."""
     row = conn.execute(f"SELECT {_API_JSON} FROM providers WHERE id = ?", (provider_id,)).fetchone()
     if row is None:
         raise ProviderNotFound(provider_id)
     return row[0]
 
 
-def providers_json(conn: sqlite3.Connection, ids: Iterable[int]) -> dict[int, str]:
-    """The API JSON text of those of `ids` that exist, by id."""
+def providers_json(conn: sqlite3.Connection, ids: Iterable[int]) -> dict[int, bytes]:
+    """The API JSON (UTF-8) of those of `ids` that exist, by id."""
     rows = conn.execute(f"SELECT id, {_API_JSON} FROM providers WHERE id IN (SELECT value FROM json_each(?))",
                         (json.dumps(list(ids)),))
     return dict(rows.fetchall())
 
 
-def backup_records_json(conn: sqlite3.Connection, ids: Iterable[int] | None = None) -> Iterator[tuple[int, str]]:
-    """(id, backup record JSON text) of every provider, or of those of `ids` that exist, by id."""
+def backup_records_json(conn: sqlite3.Connection,
+                        ids: Iterable[int] | None = None) -> Iterator[tuple[int, bytes]]:
+    """(id, backup record JSON (UTF-8)) of every provider, or of those of `ids` that exist, by id."""
     if ids is None:
         yield from conn.execute(f"SELECT id, {_BACKUP_JSON} FROM providers ORDER BY id")
         return
