@@ -42,15 +42,18 @@ class BackupWriteFailed(BackupError):
     pass
 
 
-def document_bytes(records_json: Iterable[bytes]) -> bytes:
-    """The backup document around provider records that are already JSON (UTF-8)."""
+def document_parts(records_json: Iterable[bytes]) -> list[bytes]:
+    """The backup document, as parts to concatenate, around provider records that are already
+    JSON (UTF-8). Parts, because the records are most of it: written out with writev, they are
+    not copied once more (3.8 MB with 10 000 providers)."""
     header = {"format": BACKUP_FORMAT, "version": BACKUP_VERSION, "exported_at": utc_timestamp()}
-    return b"".join((json.dumps(header, separators=(",", ":"))[:-1].encode("utf-8"), b',"providers":[',
-                     b",".join(records_json), b"]}"))
+    return [json.dumps(header, separators=(",", ":"))[:-1].encode("utf-8") + b',"providers":[',
+            b",".join(records_json), b"]}"]
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves the old or the new file, whole, mode 0600.
+def write_atomically(path: Path, parts: list[bytes]) -> None:
+    """Replace `path` with the concatenated `parts` so that a crash leaves the old or the new file,
+    whole, mode 0600.
 
     Temporary file in the same directory, flushed and fsynced, renamed over the target, then the
     directory fsynced so the rename itself is durable.
@@ -66,9 +69,11 @@ def write_atomically(path: Path, data: bytes) -> None:
     except OSError as exc:
         raise BackupWriteFailed(f"cannot write the backup file {path}: {exc.strerror}") from None
     try:
-        with os.fdopen(fd, "wb", buffering=0) as handle:
-            handle.write(data)  # an unbuffered FileIO writes it all or raises
-            os.fsync(handle.fileno())
+        try:
+            _write_all(fd, parts)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temp_name, path)
         dir_fd = os.open(directory, os.O_RDONLY)
         try:
@@ -81,6 +86,17 @@ def write_atomically(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise BackupWriteFailed(f"cannot write the backup file {path}: {exc.strerror}") from None
+
+
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """writev until every byte is written (a short write is allowed to happen, if rarely)."""
+    pending = [memoryview(part) for part in parts if part]
+    while pending:
+        written = os.writev(fd, pending)
+        while pending and written >= len(pending[0]):
+            written -= len(pending.pop(0))
+        if pending:
+            pending[0] = pending[0][written:]
 
 
 def read_backup_file(path: Path) -> Any:

@@ -254,12 +254,12 @@ class ProviderRegistry:
 
     def export_json(self) -> bytes:
         """The backup document of the whole inventory, read from the database."""
-        return backup.document_bytes(record for _, record in providers.backup_records_json(self._conn))
+        return b"".join(backup.document_parts(record for _, record in providers.backup_records_json(self._conn)))
 
     def write_backup(self, path: Path | None = None) -> int:
         """Write the backup document to `path` (default: the backup file); returns how many providers."""
         records = dict(providers.backup_records_json(self._conn))
-        backup.write_atomically(path or self.backup_path, backup.document_bytes(records.values()))
+        backup.write_atomically(path or self.backup_path, backup.document_parts(records.values()))
         if path is None:
             self._records = records
         return len(records)
@@ -303,7 +303,7 @@ class ProviderRegistry:
                         records[provider_id] = fresh[provider_id]  # new ids are the highest: order holds
                     else:
                         records.pop(provider_id, None)
-            backup.write_atomically(self.backup_path, backup.document_bytes(records.values()))
+            backup.write_atomically(self.backup_path, backup.document_parts(records.values()))
         self._records = records
         if touched is EVERYTHING:
             # A restore rendered these beside the whole parsed document; kept, they would pin its
