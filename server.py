@@ -139,8 +139,11 @@ async def serve(runtime: Runtime) -> None:
     app, prober, checker = build_service(runtime)
     tune_garbage_collector()
     release_freed_memory()  # what start-up housekeeping (rendering the backup) used
-    # The body limit (1 MiB) is enforced by the handlers with a JSON 413; this is only a backstop.
-    server = tornado.httpserver.HTTPServer(app, max_body_size=64 * 1024 * 1024)
+    # The body limit (1 MiB) is enforced by the handlers with a JSON 413; max_body_size is a backstop.
+    # Tornado allocates and zero-fills a read buffer of chunk_size on every read from a socket, two
+    # per request (one finds nothing yet): 4 KiB instead of 64 KiB holds any usual request and measured
+    # 3-4 % more GETs per second (30 alternating 1 s pairs, at 32 and at 256 connections).
+    server = tornado.httpserver.HTTPServer(app, max_body_size=64 * 1024 * 1024, chunk_size=4096)
     try:
         server.listen(settings.port, settings.host, backlog=1024)
     except OSError as exc:
