@@ -22,7 +22,7 @@ def _glibc():
         libc = ctypes.CDLL(None)  # the C library the interpreter runs on
         libc.mallopt, libc.malloc_trim  # noqa: B018 (only glibc has both)
         return libc
-    except (OSError, AttributeError):  # musl, macOS, Windows: their allocators are left as they are
+    except (OSError, AttributeError, TypeError):  # musl, macOS, Windows: their allocators are left as they are
         return None
 
 
