@@ -40,15 +40,15 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30) -> f
 
 
 def start_registry(data_dir: Path, port: int, extra_env: dict[str, str] | None = None,
-                   cpu: int | None = None) -> subprocess.Popen:
-    """The real server.py on loopback with its data in `data_dir`."""
+                   cpu: int | None = None, checkout: Path = ROOT) -> subprocess.Popen:
+    """The real server.py (of this checkout, or of another one) on loopback with its data in `data_dir`."""
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
            "BACKEND_DATABASE_URL": f"sqlite:///{data_dir / 'providers.db'}",
            "BACKEND_BACKUP_FILE": str(data_dir / "config_backup.json"),
            "BACKEND_API_KEY_SECRET": SECRET, "BACKEND_PORT": str(port), **(extra_env or {})}
     log = open(data_dir / "server.log", "ab")
-    return subprocess.Popen([*cpu_prefix(cpu), sys.executable, str(ROOT / "server.py")], env=env, stdout=log,
+    return subprocess.Popen([*cpu_prefix(cpu), sys.executable, str(checkout / "server.py")], env=env, stdout=log,
                             stderr=log, stdin=subprocess.DEVNULL, cwd=data_dir)
 
 
