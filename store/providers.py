@@ -75,7 +75,9 @@ _COLUMNS = {
 # listing 100 providers (or writing the backup of 1,000) this way is about five times faster than
 # mapping rows to objects and json.dumps-ing them, and holds no Python object per provider.
 # models and last_test are stored as JSON text, json() embeds them as JSON. api_key_preview() is a
-# SQL function the registry registers on the connection (it needs the keyring).
+# SQL function the registry registers on the connection (it needs the keyring). CAST(... AS BLOB)
+# hands the JSON over as UTF-8 bytes, ready to send or write, and half the size of a Python str that
+# holds a non-Latin-1 character such as the preview's "…".
 _BOOLEAN = "json(CASE WHEN {} THEN 'true' ELSE 'false' END)"
 _API_JSON = (
     "CAST(json_object('id', id, 'name', name, 'type', type, 'base_url', base_url, 'models', json(models), "
