@@ -1,8 +1,8 @@
 """Throughput and latency of the real server against a minimal Tornado baseline measured in the same
 run, write cost as the inventory grows, start-up time and memory.
 
-    python bench/run.py            # full run (about 5 minutes)
-    python bench/run.py --quick    # smoke run (about 30 s; what CI runs)
+    python bench/run.py            # full run (about 8 minutes)
+    python bench/run.py --quick    # smoke run (about 40 s; what CI runs)
 
 Load comes from wrk (`apt-get install wrk`) with Lua scripts, on loopback only, each scenario bounded
 by --duration. Figures are reported as ratios to the baseline's GET throughput, because shared
