@@ -252,12 +252,16 @@ def main() -> int:
             wide = rows[-1][2]
             # The 256-connection target compares the server with itself (and the bare baseline the
             # same way, for scale), in more pairs than the other scenarios: it is a small difference.
-            scaling_runs = {}
-            for who, url in (("registry", registry.url + "/api/providers/42"), ("baseline", baseline_url),
-                             ("baseline on uvloop", uv_baseline_url)):
-                pairs = alternating(partial(wrk, url, GET, 256, duration, args.threads, workdir),
-                                    partial(wrk, url, GET, 32, duration, args.threads, workdir), scaling_rounds)
-                scaling_runs[who] = [wide_run.rps / narrow_run.rps for wide_run, narrow_run in pairs]
+            def wide_over_narrow(url: str, pinned: bool = True) -> list[float]:
+                """Throughput with 256 connections over throughput with 32, per alternating pair."""
+                pairs = alternating(partial(wrk, url, GET, 256, duration, args.threads, workdir, pinned),
+                                    partial(wrk, url, GET, 32, duration, args.threads, workdir, pinned),
+                                    scaling_rounds)
+                return [wide_run.rps / narrow_run.rps for wide_run, narrow_run in pairs]
+
+            scaling_runs = {who: wide_over_narrow(url) for who, url in (
+                ("registry", registry.url + "/api/providers/42"), ("baseline", baseline_url),
+                ("baseline on uvloop", uv_baseline_url))}
             # The same unpinned, as wrk is usually run: server and load generator share both cores.
             unpinned = Registry(workdir, "unpinned", cpu=None)
             unpinned_baseline_port = free_port()
@@ -266,12 +270,9 @@ def main() -> int:
                 unpinned.start()
                 unpinned.fill(100)
                 wait_for_http(f"http://127.0.0.1:{unpinned_baseline_port}/x", unpinned_baseline)
-                for who, url in (("registry, unpinned", unpinned.url + "/api/providers/42"),
-                                 ("baseline, unpinned", f"http://127.0.0.1:{unpinned_baseline_port}/api/providers/1")):
-                    pairs = alternating(partial(wrk, url, GET, 256, duration, args.threads, workdir, pinned=False),
-                                        partial(wrk, url, GET, 32, duration, args.threads, workdir, pinned=False),
-                                        scaling_rounds)
-                    scaling_runs[who] = [wide_run.rps / narrow_run.rps for wide_run, narrow_run in pairs]
+                scaling_runs["registry, unpinned"] = wide_over_narrow(unpinned.url + "/api/providers/42", False)
+                scaling_runs["baseline, unpinned"] = wide_over_narrow(
+                    f"http://127.0.0.1:{unpinned_baseline_port}/api/providers/1", False)
             finally:
                 unpinned.stop()
                 stop(unpinned_baseline)
