@@ -1,4 +1,5 @@
-"""Connectivity probes: one GET per provider with its native auth, through Tornado's curl client.
+"""Connectivity probes: one GET per provider with its native auth, through Tornado's curl client
+(`curl_transport.py`, loaded on the first probe).
 
 No SQL here and no HTTP serving: callers hand in a `ProbeTarget` (with the plaintext key, which
 goes into a request header and nowhere else) and get back a result dict in SPEC's shape.
@@ -8,33 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Mapping
+from typing import TYPE_CHECKING, Any, Hashable, Mapping
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-import pycurl
-from tornado.curl_httpclient import CurlAsyncHTTPClient, CurlError
-from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
+from tornado.httpclient import HTTPRequest, HTTPResponse
 
 from timestamps import utc_timestamp
+
+if TYPE_CHECKING:
+    from curl_transport import CurlTransport
 
 # A model list is small; anything past this is not parsed (and not kept in memory).
 MAX_BODY_BYTES = 4 * 1024 * 1024
 USER_AGENT = "provider-registry/1.0"
 
-_OFFLINE_DETAILS = {
-    pycurl.E_COULDNT_CONNECT: "connection refused",
-    pycurl.E_COULDNT_RESOLVE_HOST: "DNS lookup failed",
-    pycurl.E_COULDNT_RESOLVE_PROXY: "DNS lookup of the proxy failed",
-    pycurl.E_GOT_NOTHING: "empty reply from server",
-    pycurl.E_RECV_ERROR: "connection reset while receiving",
-    pycurl.E_SEND_ERROR: "connection reset while sending",
-}
-_TLS_ERRORS = {pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CACERT_BADFILE,
-               pycurl.E_SSL_CERTPROBLEM, pycurl.E_SSL_CIPHER, pycurl.E_SSL_ENGINE_NOTFOUND,
-               pycurl.E_SSL_CRL_BADFILE, pycurl.E_SSL_ISSUER_ERROR, pycurl.E_SSL_SHUTDOWN_FAILED}
+
+class TransportFailure(Exception):
+    """A probe got no HTTP answer: `detail` says why in a user's words; `response`, when the
+    transport got that far, carries the timings of the phases that were reached."""
+
+    def __init__(self, detail: str, response: HTTPResponse | None):
+        super().__init__(detail)
+        self.detail = detail
+        self.response = response
 
 
 @dataclass(frozen=True)
@@ -138,36 +137,24 @@ def curl_timings(time_info: Mapping[str, float], tls: bool = False) -> dict[str,
             "total_ms": ms("total")}
 
 
-class _CurlClientKeepingFailures(CurlAsyncHTTPClient):
-    """Tornado raises a CurlError without its response for transport failures; attach the response
-    so its curl timings (connect time of a timed-out request, say) are not lost."""
-
-    def fetch_impl(self, request, callback):
-        def keep_response(response: HTTPResponse) -> None:
-            if isinstance(response.error, HTTPClientError) and response.error.response is None:
-                response.error.response = response
-            callback(response)
-        super().fetch_impl(request, keep_response)
-
-
 class Prober:
     """Sends probes; one curl client for the whole process, created on first use in the running loop."""
 
     def __init__(self, timeout_seconds: float, max_clients: int):
         self.timeout_seconds = timeout_seconds
         self.max_clients = max_clients
-        self._client: CurlAsyncHTTPClient | None = None
+        self._transport: CurlTransport | None = None
 
-    def _http_client(self) -> CurlAsyncHTTPClient:
-        if self._client is None:
-            logging.getLogger("tornado.curl_httpclient").setLevel(logging.INFO)  # its DEBUG is per-socket noise
-            self._client = _CurlClientKeepingFailures(force_instance=True, max_clients=self.max_clients)
-        return self._client
+    def _open_transport(self) -> CurlTransport:
+        if self._transport is None:
+            from curl_transport import CurlTransport  # here, not at start-up: see curl_transport.py
+            self._transport = CurlTransport(self.timeout_seconds, self.max_clients)
+        return self._transport
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
 
     async def probe(self, target: ProbeTarget) -> dict[str, Any]:
         return (await self.exchange(target)).result
@@ -203,17 +190,16 @@ class Prober:
 
         request = HTTPRequest(url, method="GET", headers=headers, follow_redirects=False,
                               connect_timeout=self.timeout_seconds, request_timeout=self.timeout_seconds,
-                              streaming_callback=collect, prepare_curl_callback=_measure_every_phase)
+                              streaming_callback=collect)
         tls = url.lower().startswith("https:")
+        transport = self._open_transport()
         started = time.monotonic()
         try:
-            response = await self._http_client().fetch(request, raise_error=False)
-        except CurlError as exc:
-            response = exc.response
-            timings = curl_timings(response.time_info if response is not None else {}, tls)
+            response = await transport.fetch(request)
+        except TransportFailure as failure:
+            timings = curl_timings(failure.response.time_info if failure.response is not None else {}, tls)
             latency = timings["total_ms"] or round((time.monotonic() - started) * 1000, 3)
-            return ProbeOutcome(_result("offline", None, latency, self._transport_detail(exc), None,
-                                        checked_at, timings), None)
+            return ProbeOutcome(_result("offline", None, latency, failure.detail, None, checked_at, timings), None)
         timings = curl_timings(response.time_info, tls)
         latency = timings["total_ms"] or round((time.monotonic() - started) * 1000, 3)
         code = response.code
@@ -229,23 +215,6 @@ class Prober:
             status, detail = "error", f"HTTP {code} {response.reason or ''}".strip()
         missing = None if models is None else [m for m in target.models if m not in set(models)]
         return ProbeOutcome(_result(status, code, latency, detail, missing, checked_at, timings), models)
-
-    def _transport_detail(self, exc: CurlError) -> str:
-        if exc.errno == pycurl.E_OPERATION_TIMEDOUT:
-            return f"timeout after {self.timeout_seconds:.1f} s"
-        if exc.errno in _TLS_ERRORS:
-            return f"TLS failure: {exc.message}"
-        if exc.errno in _OFFLINE_DETAILS:
-            return f"{_OFFLINE_DETAILS[exc.errno]}: {exc.message}"
-        return f"request failed: {exc.message}"
-
-
-def _measure_every_phase(curl: pycurl.Curl) -> None:
-    """A probe checks DNS, TCP and TLS each time: no cached lookup, no reused connection (which
-    would also report those phases as 0)."""
-    curl.setopt(pycurl.DNS_CACHE_TIMEOUT, 0)
-    curl.setopt(pycurl.FRESH_CONNECT, 1)
-    curl.setopt(pycurl.FORBID_REUSE, 1)
 
 
 def _redirect_detail(code: int, url: str, location: str | None) -> str:

@@ -68,6 +68,26 @@ def test_sigterm_lets_a_request_in_flight_finish(run_server, threaded_fake_provi
     assert f"event loop {'asyncio' if sys.platform == 'win32' else 'uvloop'}" in server.log()
 
 
+
+def mapped_files(pid: int) -> str:
+    with open(f"/proc/{pid}/maps") as maps:
+        return maps.read()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
+def test_curl_is_loaded_by_the_first_probe_not_at_start_up(run_server, threaded_fake_provider):
+    """pycurl (with its own libcurl and OpenSSL, ~6 MB resident) stays out of a server nobody probes."""
+    server = run_server({"BACKEND_API_KEY_SECRET": "s"})
+    status, created = http_json("POST", server.url + "/api/providers",
+                                {"name": "Up", "base_url": threaded_fake_provider.url + "/v1"})
+    assert status == 201
+    assert "pycurl" not in mapped_files(server.process.pid)
+    status, result = http_json("POST", f"{server.url}/api/providers/{created['id']}/test")
+    assert status == 200 and result["status"] == "online", result
+    assert "pycurl" in mapped_files(server.process.pid)
+    status, result = http_json("POST", f"{server.url}/api/providers/{created['id']}/test")
+    assert status == 200 and result["status"] == "online", result  # the same transport, kept
+
 def test_sigint_stops_cleanly(run_server):
     server = run_server({"BACKEND_API_KEY_SECRET": "s"})
     server.process.send_signal(signal.SIGINT)
