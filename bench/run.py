@@ -120,6 +120,15 @@ class Registry:
         status, body = request("POST", self.url + "/api/admin/providers/restore")
         assert status == 200 and json.loads(body)["restored"] == count, body
 
+    def probe_once(self) -> None:
+        """One connectivity test, of a provider on a loopback port where nothing listens: it loads the
+        curl client, which the server only imports on its first probe."""
+        status, body = request("POST", self.url + "/api/providers", json.dumps(
+            {"name": "probed once", "base_url": f"http://127.0.0.1:{free_port()}/v1"}).encode())
+        assert status == 201, body
+        status, body = request("POST", f"{self.url}/api/providers/{json.loads(body)['id']}/test")
+        assert status == 200 and json.loads(body)["status"] == "offline", body
+
     def rss_mb(self) -> float:
         """The resident set after a listing and a read (what a user does first)."""
         request("GET", self.url + "/api/providers?limit=100")
@@ -292,8 +301,9 @@ def main() -> int:
             figures["write growth"] = [dict(zip(("stored", "create_ms", "patch_ms", "backup_kb"), g, strict=True))
                                        for g in growth]
 
-            # Memory with the largest inventory, reached the three ways a user would, each in a fresh
-            # process: a restart, a restore through the API, creating them one by one through the API.
+            # Memory with the largest inventory, reached the ways a user would: a restart (and then a first
+            # probe, which loads the curl client), and in fresh processes a restore through the API and
+            # creating them one by one through the API.
             # (Also, for reference, the server that just took all the load above, after its restore.)
             largest = sizes[-1]
             rss = {}
@@ -304,6 +314,8 @@ def main() -> int:
                 registry.stop()
                 startups.append(registry.start())
             rss["after a restart"] = registry.rss_mb()
+            registry.probe_once()
+            rss["after a restart and a probe"] = registry.rss_mb()
             registry.stop()
             for name in ("restored", "created"):
                 fresh = Registry(workdir, name)
@@ -360,7 +372,7 @@ def main() -> int:
          wide.errors == 0 and connection_scaling_ratio["registry"] >= 0.9),
         ("the same, unpinned", wide.errors == 0 and connection_scaling_ratio["registry, unpinned"] >= 0.9),
         (f"start-up with {largest} providers <= 0.5 s", figures["startup_s"] <= 0.5),
-        (f"RSS with {largest} providers <= 60 MB (all three ways)", max(rss.values()) <= 60),
+        (f"RSS with {largest} providers <= 60 MB (every way measured)", max(rss.values()) <= 60),
     ]
     print()
     for name, ok in checks:
