@@ -37,7 +37,8 @@ class CurlTransport:
         self._client = _CurlClientKeepingFailures(force_instance=True, max_clients=max_clients)
 
     async def fetch(self, request: HTTPRequest) -> HTTPResponse:
-        """The answer, whatever its status; raises TransportFailure when there is none."""
+        """The answer, whatever its status; raises TransportFailure when there is none. Every
+        request goes out on a fresh connection and DNS lookup (`_measure_every_phase`)."""
         request.prepare_curl_callback = _measure_every_phase
         try:
             return await self._client.fetch(request, raise_error=False)
