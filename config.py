@@ -9,15 +9,18 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/providers.db"
 DEFAULT_BACKUP_FILE = "./data/config_backup.json"
 SECRET_FILE_NAME = "secret.key"
+MIN_ADMIN_TOKEN_LENGTH = 16
 
 
 class ConfigError(Exception):
@@ -37,6 +40,11 @@ class Settings:
     port: int
     test_concurrency: int
     check_interval_seconds: float
+    # Origins (scheme://host[:port]) whose browser pages may call the API, with CORS.
+    allowed_origins: frozenset[str] = frozenset()
+    # Host names the API answers to besides loopback ones; None = any (only with an admin token).
+    allowed_hosts: frozenset[str] | None = None
+    idle_timeout_seconds: float = 75.0
 
 
 def read_environment(env_file: Path | None = None) -> dict[str, str]:
@@ -52,6 +60,10 @@ def load_settings(env: Mapping[str, str], host: str | None = None, port: int | N
     database_path = parse_database_url(env.get("BACKEND_DATABASE_URL") or DEFAULT_DATABASE_URL)
     secrets = tuple(s.strip() for s in env.get("BACKEND_API_KEY_SECRET", "").split(",") if s.strip())
     token = env.get("BACKEND_ADMIN_TOKEN") or None
+    if token is not None and (len(token) < MIN_ADMIN_TOKEN_LENGTH or any(c.isspace() for c in token)):
+        raise ConfigError(
+            f"BACKEND_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters without whitespace "
+            "(e.g. BACKEND_ADMIN_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))'))")
     settings = Settings(
         database_path=database_path,
         backup_file=Path(backup_file or env.get("BACKEND_BACKUP_FILE") or DEFAULT_BACKUP_FILE),
@@ -63,6 +75,9 @@ def load_settings(env: Mapping[str, str], host: str | None = None, port: int | N
         port=port if port is not None else _number(env, "BACKEND_PORT", "8000", int, minimum=1, maximum=65535),
         test_concurrency=_number(env, "BACKEND_TEST_CONCURRENCY", "20", int, minimum=1, maximum=1000),
         check_interval_seconds=_number(env, "BACKEND_CHECK_INTERVAL_SECONDS", "0", float, minimum=0),
+        allowed_origins=parse_allowed_origins(env.get("BACKEND_ALLOWED_ORIGINS", "")),
+        allowed_hosts=parse_allowed_hosts(env.get("BACKEND_ALLOWED_HOSTS", "")),
+        idle_timeout_seconds=_number(env, "BACKEND_IDLE_TIMEOUT_SECONDS", "75", float, minimum=0.001),
     )
     if settings.admin_token is None and not is_loopback_host(settings.host):
         raise ConfigError(
@@ -88,6 +103,36 @@ def parse_database_url(url: str) -> Path:
     if not path or path == ":memory:" or path.endswith("/"):
         raise ConfigError("BACKEND_DATABASE_URL must name a database file, e.g. sqlite:///./data/providers.db")
     return Path(path)
+
+
+def parse_allowed_origins(raw: str) -> frozenset[str]:
+    """`BACKEND_ALLOWED_ORIGINS`: comma-separated exact origins, `scheme://host[:port]` (compared lower-case,
+    as browsers send them)."""
+    origins = set()
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        parts = urlsplit(item)
+        try:
+            parts.port  # noqa: B018 (a port that is not a number raises ValueError)
+        except ValueError:
+            parts = None
+        if (parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname
+                or parts.path or parts.query or parts.fragment or "@" in parts.netloc):
+            raise ConfigError(f"BACKEND_ALLOWED_ORIGINS entries must be origins such as https://app.example.com "
+                              f"or http://localhost:3000 (scheme://host[:port], no path), not {item!r}")
+        origins.add(item.lower())
+    return frozenset(origins)
+
+
+def parse_allowed_hosts(raw: str) -> frozenset[str] | None:
+    """`BACKEND_ALLOWED_HOSTS`: comma-separated host names (no port); unset or empty = None."""
+    hosts = {part.strip().lower().rstrip(".") for part in raw.split(",") if part.strip()}
+    for host in hosts:
+        if not re.fullmatch(r"[a-z0-9.\-_]+|\[[0-9a-f:.]+\]", host):
+            raise ConfigError(f"BACKEND_ALLOWED_HOSTS entries must be host names or addresses without a port, "
+                              f"such as registry.example.com, not {host!r}")
+    return frozenset(hosts) or None
 
 
 def is_loopback_host(host: str) -> bool:

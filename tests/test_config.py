@@ -60,7 +60,7 @@ def test_secrets_are_comma_separated_first_is_current():
 def test_non_loopback_host_without_token_is_refused(host):
     with pytest.raises(ConfigError, match="BACKEND_ADMIN_TOKEN"):
         load_settings({"BACKEND_HOST": host})
-    assert load_settings({"BACKEND_HOST": host, "BACKEND_ADMIN_TOKEN": "t"}).host == host
+    assert load_settings({"BACKEND_HOST": host, "BACKEND_ADMIN_TOKEN": "t" * 16}).host == host
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"])
@@ -81,3 +81,28 @@ def test_dotenv_file_is_read_and_real_environment_wins(tmp_path, monkeypatch):
     settings = load_settings(read_environment(env_file))
     assert settings.port == 9200
     assert settings.test_concurrency == 7
+
+
+@pytest.mark.parametrize("token", ["t", "fifteen-chars-x", "has a space in it 0123", "tab\tinside-the-token-0123"])
+def test_short_or_whitespace_admin_token_is_refused(token):
+    with pytest.raises(ConfigError, match="BACKEND_ADMIN_TOKEN must be at least 16 characters"):
+        load_settings({"BACKEND_ADMIN_TOKEN": token})
+
+
+def test_allowed_origins_and_hosts_are_parsed_lower_case():
+    settings = load_settings({"BACKEND_ALLOWED_ORIGINS": "http://localhost:3000, https://App.Example.com",
+                              "BACKEND_ALLOWED_HOSTS": "Registry.Example.com,registry.internal."})
+    assert settings.allowed_origins == {"http://localhost:3000", "https://app.example.com"}
+    assert settings.allowed_hosts == {"registry.example.com", "registry.internal"}
+    assert load_settings({}).allowed_hosts is None
+    assert load_settings({}).allowed_origins == frozenset()
+
+
+@pytest.mark.parametrize("name, value", [
+    ("BACKEND_ALLOWED_ORIGINS", "app.example.com"), ("BACKEND_ALLOWED_ORIGINS", "https://app.example.com/path"),
+    ("BACKEND_ALLOWED_ORIGINS", "ftp://app.example.com"), ("BACKEND_ALLOWED_HOSTS", "registry.example.com:8000"),
+    ("BACKEND_ALLOWED_HOSTS", "bad host"), ("BACKEND_IDLE_TIMEOUT_SECONDS", "0"),
+])
+def test_bad_origin_host_and_timeout_settings_are_refused(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value})
