@@ -51,6 +51,7 @@ class ConnectivityChecker:
 
     async def test_one(self, provider_id: int) -> dict[str, Any]:
         """Probe one provider (active or not) and store the result."""
+        self.registry.ensure_writable()
         result = await self.prober.probe(self.target_for(self.registry.get(provider_id)))
         await self.registry.record_probe_results({provider_id: result})
         return result
@@ -67,6 +68,7 @@ class ConnectivityChecker:
         Raises BulkTestInProgress while another run (manual or scheduled) is going on."""
         if self._bulk_running:
             raise BulkTestInProgress()
+        self.registry.ensure_writable()
         self._bulk_running = True
         try:
             active = self.registry.list(ProviderFilter(is_active=True))
@@ -102,6 +104,9 @@ class ConnectivityChecker:
     async def _run_schedule(self, interval_seconds: float) -> None:
         while True:
             await asyncio.sleep(interval_seconds)
+            if self.registry.restore_pending:
+                log.warning("scheduled check skipped: the database waits for a restore of the backup")
+                continue
             try:
                 results = await self.test_all()
                 log.info("scheduled check: %d providers tested, %d online", len(results),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Hashable, Mapping
@@ -82,6 +83,8 @@ def probe_url_and_headers(target: ProbeTarget) -> tuple[str, dict[str, str]]:
     return url, headers
 
 
+# What curl can send as a header value: printable ASCII and tabs (no CR, LF or other control characters).
+_HEADER_VALUE = re.compile(r"[\t -~]*")
 # Characters left as they are when a URL is made ASCII: everything RFC 3986 allows in a path.
 _URL_SAFE = "/:@!$&'()*+,;=~%-._"
 
@@ -178,6 +181,10 @@ class Prober:
             url, headers = probe_url_and_headers(target)
         except ValueError as exc:
             return _not_sent(str(exc), checked_at)
+        if not all(_HEADER_VALUE.fullmatch(value) for value in headers.values()):
+            # Only a key stored before keys were limited to printable ASCII can get here.
+            return _not_sent("the stored API key holds characters that cannot be sent in an HTTP header "
+                             "(such as a line break); set the key again", checked_at)
         body = bytearray()
         overflow = False
 
@@ -196,6 +203,10 @@ class Prober:
         started = time.monotonic()
         try:
             response = await transport.fetch(request)
+        except (ValueError, TypeError, UnicodeError):
+            # Raised while building the request, and their messages may quote a header (the key):
+            # replaced by our own words.
+            return _not_sent("the request could not be built from the provider's settings", checked_at)
         except TransportFailure as failure:
             timings = curl_timings(failure.response.time_info if failure.response is not None else {}, tls)
             latency = timings["total_ms"] or round((time.monotonic() - started) * 1000, 3)

@@ -6,18 +6,41 @@ from the same dicts.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
-from typing import Any
+import unicodedata
+from datetime import datetime
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError, _keywords, validators
 
 PROVIDER_TYPES = ["openai", "anthropic", "gemini", "azure", "ollama"]
-TIMESTAMP_PATTERN = (r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)"
-                     r"(\.\d{1,6})?Z$")
+# Real calendar dates only (no February 31st, February 29th in leap years), year 0001 and later;
+# [0-9], not \d: Python's \d also matches other scripts' digits.
+_YEAR = "(?:[0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)"
+_LEAP_YEAR = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_MONTH_DAY = ("(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+              "|02-(?:0[1-9]|1[0-9]|2[0-8]))")
+TIMESTAMP_PATTERN = (f"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+                     r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?Z$")
+MAX_ID = 2**53 - 1  # the largest integer JSON (and JavaScript) carries exactly
 
 _format_checker = FormatChecker(formats=())
+
+
+@_format_checker.checks("date-time")
+def is_timestamp(value: object) -> bool:
+    """A real UTC instant in the one format we write (no February 31st)."""
+    if not isinstance(value, str) or not _ecma_regex(TIMESTAMP_PATTERN).search(value):
+        return True if not isinstance(value, str) else False
+    try:
+        datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return False
+    return True
 
 
 @_format_checker.checks("uri")
@@ -40,18 +63,24 @@ def is_provider_base_url(value: object) -> bool:
 # Schema), listed explicitly so Python's re, ECMA-262 regexes and str.strip(WHITESPACE) all agree.
 WHITESPACE = "\t\n\x0b\x0c\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
              "\u2028\u2029\u202f\u205f\u3000\ufeff"
-_WS = "[" + "".join(f"\\u{ord(c):04x}" for c in WHITESPACE) + "]"
-_NOT_WS = "[^" + _WS[1:]
-NAME = {"type": "string", "maxLength": 1000, "pattern": f"^{_WS}*{_NOT_WS}(?:[\\s\\S]{{0,98}}{_NOT_WS})?{_WS}*$",
-        "description": "1-100 characters after trimming whitespace; unique, case-insensitively; stored trimmed."}
-TRIMMED_NAME = {"type": "string", "minLength": 1, "maxLength": 100, "pattern": f"^{_NOT_WS}(?:[\\s\\S]*{_NOT_WS})?$"}
+_WS_CHARS = "".join(f"\\u{ord(c):04x}" for c in WHITESPACE)
+_CONTROL_CHARS = "\\u0000-\\u001f\\u007f-\\u009f"  # Unicode category Cc
+_WS = f"[{_WS_CHARS}]"
+_NAME_EDGE = f"[^{_WS_CHARS}{_CONTROL_CHARS}]"  # neither whitespace nor a control character
+_NAME_INNER = f"[^{_CONTROL_CHARS}]"
+NAME = {"type": "string", "maxLength": 1000,
+        "pattern": f"^{_WS}*{_NAME_EDGE}(?:{_NAME_INNER}{{0,98}}{_NAME_EDGE})?{_WS}*$",
+        "description": "1-100 characters after trimming whitespace, no control characters; unique, "
+                       "case-insensitively (after Unicode NFC normalisation); stored trimmed and NFC-normalised."}
+TRIMMED_NAME = {"type": "string", "minLength": 1, "maxLength": 100,
+                "pattern": f"^{_NAME_EDGE}(?:{_NAME_INNER}*{_NAME_EDGE})?$"}
 PROVIDER_TYPE = {"type": "string", "enum": PROVIDER_TYPES}
 BASE_URL = {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
             "description": "Absolute http/https URL with a host, no user-info, no fragment; a trailing / is dropped."}
 # Keys are opaque, but they travel in an HTTP header: printable ASCII only (a CR/LF would inject
-# headers into the probe, and curl sends header lines as ASCII).
-API_KEY = {"type": ["string", "null"], "minLength": 1, "maxLength": 4096, "pattern": "^[ -~]+$",
-           "description": "Write-only; printable ASCII. null removes the key."}
+# headers into the probe, and curl sends header lines as ASCII), no space at either end.
+API_KEY = {"type": ["string", "null"], "minLength": 1, "maxLength": 4096, "pattern": "^[!-~](?:[ -~]*[!-~])?$",
+           "description": "Write-only; printable ASCII without a space at either end. null removes the key."}
 MODELS = {"type": "array", "maxItems": 1000, "uniqueItems": True,
           "items": {"type": "string", "minLength": 1, "maxLength": 200}}
 IS_ACTIVE = {"type": "boolean"}
@@ -82,6 +111,7 @@ PROVIDER_UPDATE = {
 }
 
 _MILLISECONDS = {"type": ["number", "null"], "minimum": 0}
+TIMESTAMP = {"type": "string", "format": "date-time", "pattern": TIMESTAMP_PATTERN}
 TIMINGS = {
     "type": "object",
     "properties": {k: _MILLISECONDS for k in ("dns_ms", "connect_ms", "tls_ms", "first_byte_ms", "total_ms")},
@@ -96,7 +126,7 @@ TEST_RESULT = {
         "latency_ms": {"type": "number", "minimum": 0},
         "detail": {"type": ["string", "null"], "maxLength": 2000},
         "missing_models": {"type": ["array", "null"], "maxItems": 1000, "items": {"type": "string"}},
-        "checked_at": {"type": "string", "pattern": TIMESTAMP_PATTERN},
+        "checked_at": TIMESTAMP,
         "timings": TIMINGS,
     },
     "required": ["status", "status_code", "latency_ms", "detail", "missing_models", "checked_at"],
@@ -114,8 +144,8 @@ PROVIDER = {
         "is_active": {"type": "boolean"},
         "has_api_key": {"type": "boolean"},
         "api_key_preview": {"type": ["string", "null"]},
-        "created_at": {"type": "string"},
-        "updated_at": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
         "last_test": {"oneOf": [TEST_RESULT, {"type": "null"}]},
     },
     "required": ["id", "name", "type", "base_url", "models", "is_active", "has_api_key",
@@ -127,7 +157,7 @@ BACKUP_VERSION = 1
 BACKUP_PROVIDER = {
     "type": "object",
     "properties": {
-        "id": {"type": "integer", "minimum": 1, "maximum": 2**62},
+        "id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
         "name": TRIMMED_NAME,
         "type": PROVIDER_TYPE,
         "base_url": {**BASE_URL, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[\\s\\S]*[^/]$"},
@@ -135,8 +165,8 @@ BACKUP_PROVIDER = {
                     "description": "Fernet ciphertext of the key, never the plaintext."},
         "models": MODELS,
         "is_active": IS_ACTIVE,
-        "created_at": {"type": "string", "pattern": TIMESTAMP_PATTERN},
-        "updated_at": {"type": "string", "pattern": TIMESTAMP_PATTERN},
+        "created_at": TIMESTAMP,
+        "updated_at": TIMESTAMP,
         "last_test": {"oneOf": [TEST_RESULT, {"type": "null"}]},
     },
     "required": ["id", "name", "type", "base_url", "api_key", "models", "is_active",
@@ -147,11 +177,12 @@ BACKUP_DOCUMENT = {
     "type": "object",
     "properties": {
         "format": {"const": BACKUP_FORMAT},
-        "version": {"const": BACKUP_VERSION},
-        "exported_at": {"type": "string", "pattern": TIMESTAMP_PATTERN},
+        "version": {"const": BACKUP_VERSION, "description": "The JSON integer 1 (1.0 is refused)."},
+        "exported_at": TIMESTAMP,
         "providers": {"type": "array", "items": BACKUP_PROVIDER},
     },
     "required": ["format", "version", "providers"],
+    "additionalProperties": False,
 }
 
 ERROR = {
@@ -166,26 +197,103 @@ ERROR = {
     "required": ["detail"],
 }
 
-provider_create_validator = Draft202012Validator(PROVIDER_CREATE, format_checker=_format_checker)
-provider_update_validator = Draft202012Validator(PROVIDER_UPDATE, format_checker=_format_checker)
-backup_document_validator = Draft202012Validator(BACKUP_DOCUMENT, format_checker=_format_checker)
+def _ecma_regex(pattern: str) -> re.Pattern:
+    """Compile a schema pattern (an ECMA-262 regex) for Python's re: there `$` also matches before
+    a final newline, so it becomes `\\Z` (outside character classes and escapes)."""
+    compiled = _ECMA_REGEXES.get(pattern)
+    if compiled is None:
+        out, in_class, escaped = [], False, False
+        for char in pattern:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == "[":
+                in_class = True
+            elif char == "]":
+                in_class = False
+            elif char == "$" and not in_class:
+                char = r"\Z"
+            out.append(char)
+        compiled = _ECMA_REGEXES[pattern] = re.compile("".join(out))
+    return compiled
+
+
+_ECMA_REGEXES: dict[str, re.Pattern] = {}
+
+
+def _pattern(validator, pattern: str, instance: Any, schema: dict) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
+        yield ValidationError(f"does not match {pattern!r}")
+
+
+def _json_key(value: Any) -> Any:
+    """A hashable key, equal for values JSON Schema calls equal (1 and 1.0 are, true and 1 are not)."""
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    if isinstance(value, (int, float)):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    if isinstance(value, list):
+        return ("array", tuple(_json_key(v) for v in value))
+    return ("object", frozenset((k, _json_key(v)) for k, v in value.items()))
+
+
+def _checked_items(instance: list, schema: dict) -> list:
+    """The items worth checking one by one: past `maxItems` the array is refused anyway, so a huge
+    one costs no more than the longest allowed."""
+    limit = schema.get("maxItems")
+    return instance if limit is None or len(instance) <= limit else instance[:limit]
+
+
+def _unique_items(validator, unique: bool, instance: Any, schema: dict) -> Iterator[ValidationError]:
+    """uniqueItems in linear time: jsonschema's own compares every pair when items do not sort
+    (mixed types), which a 1 MiB body turns into minutes of blocked event loop."""
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    checked = _checked_items(instance, schema)
+    try:
+        keys = {_json_key(item) for item in checked}
+    except RecursionError:
+        yield ValidationError("has items nested too deeply to compare")
+        return
+    if len(keys) != len(checked):
+        yield ValidationError("has non-unique elements")
+
+
+def _items(validator, items: Any, instance: Any, schema: dict) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "array") or "prefixItems" in schema or items is False:
+        yield from _keywords.items(validator, items, instance, schema)
+        return
+    for index, item in enumerate(_checked_items(instance, schema)):
+        yield from validator.descend(instance=item, schema=items, path=index)
+
+
+SchemaValidator = validators.extend(
+    Draft202012Validator, validators={"pattern": _pattern, "uniqueItems": _unique_items, "items": _items})
+
+provider_create_validator = SchemaValidator(PROVIDER_CREATE, format_checker=_format_checker)
+provider_update_validator = SchemaValidator(PROVIDER_UPDATE, format_checker=_format_checker)
+backup_document_validator = SchemaValidator(BACKUP_DOCUMENT, format_checker=_format_checker)
 
 # Messages that never echo the value: jsonschema's own messages quote the instance, and an API key
 # (or its ciphertext) must never come back in an error.
 _SECRET_FIELDS = {"api_key"}
 _FIELD_MESSAGES = {
-    "name": "must be a string of 1 to 100 characters (after trimming)",
+    "name": "must be a string of 1 to 100 characters (after trimming) without control characters",
     "type": "must be one of: " + ", ".join(PROVIDER_TYPES),
     "base_url": "must be an absolute http or https URL with a host, without user-info or fragment, "
                 "at most 2048 characters",
-    "api_key": "must be null or a string of 1 to 4096 printable ASCII characters",
+    "api_key": "must be null or a string of 1 to 4096 printable ASCII characters without a space at either end",
     "models": "must be an array of at most 1000 unique strings of 1 to 200 characters",
     "is_active": "must be true or false",
 }
 
 
 class InvalidJson(ValueError):
-    """Bytes that are not a JSON text: not UTF-8, not JSON, NaN/Infinity, or a lone surrogate escape."""
+    """Bytes that are not a JSON text: not UTF-8, not JSON, NaN/Infinity, a number no double holds,
+    or a lone surrogate escape."""
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -199,7 +307,9 @@ def parse_json(data: bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidJson("is not valid UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_finite_int)
+    except _NumberTooLarge:
+        raise InvalidJson("holds a number too large for a double (such as 1e999)") from None
     except (ValueError, RecursionError):
         raise InvalidJson("is not valid JSON") from None
     if _SURROGATE_ESCAPE.search(text):
@@ -214,21 +324,56 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+class _NumberTooLarge(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NumberTooLarge()
+    return value
+
+
+def _finite_int(text: str) -> int:
+    value = int(text)
+    if len(text) > 300:  # shorter ones always fit
+        try:
+            float(value)
+        except OverflowError:
+            raise _NumberTooLarge() from None
+    return value
+
+
+def normalize_name(name: str) -> str:
+    """A provider name as stored and compared: trimmed, Unicode NFC (so a composed and a decomposed
+    "Café" are one name)."""
+    return unicodedata.normalize("NFC", name.strip(WHITESPACE))
+
+
+MAX_REPORTED_ERRORS = 100
+
+
 def validation_errors(validator: Draft202012Validator, instance: Any) -> list[dict[str, str]]:
-    """All schema violations as `{"path": JSON pointer, "message": ...}`, sorted by path."""
-    errors = []
+    """The schema violations as `{"path": JSON pointer, "message": ...}`, sorted by path: all of them
+    up to MAX_REPORTED_ERRORS. Errors are found lazily, so a body with a million bad items costs
+    no more than one with a hundred."""
+    errors: list[dict[str, str]] = []
     for error in validator.iter_errors(instance):
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            break
         parent = list(error.absolute_path)
         if error.validator == "required":
             fields = [f for f in error.validator_value if isinstance(error.instance, dict) and f not in error.instance]
             errors += [{"path": _pointer(parent + [f]), "message": "is required"} for f in fields]
         elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
             known = error.schema.get("properties", {})
+            unknown = (f for f in error.instance if f not in known)
             errors += [{"path": _pointer(parent + [f]), "message": "is not a known field"}
-                       for f in error.instance if f not in known]
+                       for f in itertools.islice(unknown, MAX_REPORTED_ERRORS)]
         else:
             errors.append({"path": _pointer(parent), "message": _message(parent, error)})
-    unique = {(e["path"], e["message"]): e for e in errors}
+    unique = {(e["path"], e["message"]): e for e in errors[:MAX_REPORTED_ERRORS]}
     return sorted(unique.values(), key=lambda e: (e["path"], e["message"]))
 
 

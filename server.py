@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tornado.httpserver
 import tornado.ioloop
 import tornado.web
 
@@ -33,14 +32,18 @@ from checks import ConnectivityChecker
 from config import ConfigError, Settings, load_settings, read_environment
 from crypto import Keyring, SecretFileError, load_or_create_secret
 from handlers import AccessLog, NotFoundHandler, RequestsInFlight, default_handlers, ui_settings
+from handlers.request_guard import RequestGuard
+from http_listener import HTTPListener, raise_open_file_limit
 from memory import release_freed_memory, return_large_blocks_promptly, tune_garbage_collector
 from probe import Prober
 from store import backup
-from store.database import DatabaseError, apply_migrations, connect, load_migrations
+from store.database import (DatabaseError, apply_migrations, connect, corruption_message, is_corruption,
+                            load_migrations)
 from store.registry import ProviderRegistry
 
 log = logging.getLogger("provider_registry")
 SHUTDOWN_GRACE_SECONDS = 10.0
+SINGLE_PROBE_SLOTS = 10
 
 
 class StartupError(Exception):
@@ -78,7 +81,7 @@ def open_runtime(settings: Settings) -> Runtime:
     """Data directories, secret, database (migrated) and registry; raises StartupError."""
     for directory in {settings.database_path.parent, settings.backup_file.parent}:
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            backup.make_private_directories(directory)
         except OSError as exc:
             raise StartupError(f"cannot create the data directory {directory}: {exc.strerror}") from None
         if not os.access(directory, os.W_OK | os.X_OK):
@@ -99,6 +102,8 @@ def make_app(runtime: Runtime, checker: ConnectivityChecker) -> tornado.web.Appl
         registry=runtime.registry,
         checker=checker,
         admin_token=runtime.settings.admin_token,
+        request_guard=RequestGuard(runtime.settings.allowed_origins, runtime.settings.allowed_hosts,
+                                   loopback_only=runtime.settings.admin_token is None),
         log_function=AccessLog(),
         requests_in_flight=RequestsInFlight(),
         **ui_settings,
@@ -128,22 +133,26 @@ def build_service(runtime: Runtime) -> tuple[tornado.web.Application, Prober, Co
     the checker and the Application."""
     settings = runtime.settings
     prepare_keys_and_backup(runtime.registry)
-    prober = Prober(settings.request_timeout_seconds, max_clients=max(settings.test_concurrency, 10))
+    # Bulk tests hold at most test_concurrency transfers; the rest are kept free for single probes.
+    prober = Prober(settings.request_timeout_seconds, max_clients=settings.test_concurrency + SINGLE_PROBE_SLOTS)
     checker = ConnectivityChecker(runtime.registry, prober, settings.test_concurrency)
     return make_app(runtime, checker), prober, checker
 
 
 async def serve(runtime: Runtime) -> None:
     settings = runtime.settings
+    raise_open_file_limit()
     return_large_blocks_promptly()
     app, prober, checker = build_service(runtime)
     tune_garbage_collector()
     release_freed_memory()  # what start-up housekeeping (rendering the backup) used
-    # The body limit (1 MiB) is enforced by the handlers with a JSON 413; max_body_size is a backstop.
-    # Tornado allocates and zero-fills a read buffer of chunk_size on every read from a socket, two
-    # per request (one finds nothing yet): 4 KiB instead of 64 KiB holds any usual request and measured
-    # 3-4 % more GETs per second (30 alternating 1 s pairs, at 32 and at 256 connections).
-    server = tornado.httpserver.HTTPServer(app, max_body_size=64 * 1024 * 1024, chunk_size=4096)
+    # The API's body limit (1 MiB, a JSON 413) is enforced by its handlers, which see the headers
+    # first; max_body_size bounds what Tornado buffers for the few routes that do not stream.
+    # idle_connection_timeout is also Tornado's header timeout: it closes idle keep-alive connections
+    # and drops those whose request headers have not all arrived in time.
+    # A 4 KiB read chunk holds any usual request (bench/RESULTS.md has why not 64 KiB).
+    server = HTTPListener(app, idle_connection_timeout=settings.idle_timeout_seconds,
+                          max_body_size=64 * 1024 * 1024, chunk_size=4096)
     try:
         server.listen(settings.port, settings.host, backlog=1024)
     except OSError as exc:
@@ -220,9 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StartupError, backup.BackupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except sqlite3.Error as exc:  # e.g. --restore while a running server holds the write lock
-        print(f"error: the database {settings.database_path} cannot be written now ({exc}); "
-              "is the server running? Stop it first or restore through the API", file=sys.stderr)
+    except sqlite3.Error as exc:
+        if is_corruption(exc):
+            print(f"error: {corruption_message(settings.database_path, exc)}", file=sys.stderr)
+        else:  # e.g. --restore while a running server holds the write lock
+            print(f"error: the database {settings.database_path} cannot be written now ({exc}); "
+                  "is the server running? Stop it first or restore through the API", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

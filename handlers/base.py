@@ -14,14 +14,15 @@ import uuid
 from typing import Any, TextIO
 
 from jsonschema import Draft202012Validator
-from tornado.web import HTTPError, RequestHandler, stream_request_body
+from tornado.web import HTTPError, RequestHandler, StaticFileHandler, stream_request_body
 
 from checks import BulkTestInProgress, ConnectivityChecker, UpstreamUnusable
 from crypto import UndecryptableKey
 from schemas import InvalidJson, parse_json, validation_errors
 from store.backup import BackupDuplicates, BackupInvalid, BackupKeysUndecryptable, BackupUnreadable, BackupWriteFailed
-from store.providers import DuplicateName, ProviderNotFound
-from store.registry import ProviderRegistry
+from store.providers import DuplicateName, IdsExhausted, ProviderNotFound
+from handlers.request_guard import RequestGuard
+from store.registry import ProviderRegistry, RestorePending
 
 MAX_BODY_BYTES = 1024 * 1024
 app_log = logging.getLogger("provider_registry")
@@ -39,15 +40,20 @@ ERROR_STATUS: dict[type[Exception], int] = {
     BulkTestInProgress: 409,
     UpstreamUnusable: 502,
     UndecryptableKey: 409,
+    RestorePending: 409,
+    IdsExhausted: 409,
 }
 _STATUS_DETAILS = {
     400: "The request is malformed.",
+    403: "Forbidden.",
     401: "A valid admin token is required: send Authorization: Bearer <token>.",
     404: "Not found.",
     405: "Method not allowed.",
     413: "The request body is larger than 1 MiB.",
+    415: "The request body must be JSON: send it with Content-Type: application/json.",
 }
 _INTERNAL_ERROR = "Internal server error; the server log has the details."
+_DIGITS = re.compile(r"[0-9]+")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Unique per process (random prefix) and cheap per request (a counter, no syscall).
 _REQUEST_ID_PREFIX = uuid.uuid4().hex[:8]
@@ -110,13 +116,65 @@ class AccessLog:
                 pass  # a closed or broken log stream must not break requests
 
 
+class JsonErrors:
+    """Every error as a JSON `{"detail": ..., "errors": [...]}` body: mixed into the API handlers and
+    the static file handlers, so no path ever answers an HTML error page."""
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        super().send_error(_expected_status(exc) or status_code, **kwargs)
+
+    def log_exception(self, typ, value, tb) -> None:
+        if _expected_status(value) or isinstance(value, HTTPError):
+            return  # an answer, not a failure: the access log has it
+        app_log.error("unexpected error in %s %s (id=%s)", self.request.method, self.request.path,
+                      getattr(self, "request_id", "-"), exc_info=(typ, value, tb))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        errors = None
+        if isinstance(exc, ApiError):
+            detail, errors = exc.detail, exc.errors
+        elif _expected_status(exc):
+            detail = str(exc)[:1].upper() + str(exc)[1:] + ("" if str(exc).endswith(".") else ".")
+            errors = getattr(exc, "errors", None)
+            if isinstance(exc, BackupWriteFailed):
+                detail += " Nothing was changed."
+        elif status_code < 500:
+            detail = _STATUS_DETAILS.get(status_code, self._reason + ".")
+        else:
+            detail = _INTERNAL_ERROR
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", "Bearer")
+        if status_code == 405 and hasattr(self, "allowed_methods"):
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
+        body = {"detail": detail}
+        if errors:
+            body["errors"] = errors
+        self.finish(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+
+
+def is_api_path(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
+
+
+def refuse_foreign_host(handler: RequestHandler) -> None:
+    """403 for a `Host` the server does not answer to (DNS rebinding); see request_guard."""
+    refusal = handler.settings["request_guard"].host_refusal(handler.request.host)
+    if refusal:
+        raise ApiError(403, refusal)
+
+
 @stream_request_body
-class BaseHandler(RequestHandler):
+class BaseHandler(JsonErrors, RequestHandler):
     """Bodies are streamed so an oversized one is refused (413) without being read."""
 
     def initialize(self) -> None:
         self._body = bytearray()
         self._body_too_large = False
+        self._body_unread = False
         self._in_flight = self.settings.get("requests_in_flight")
         if self._in_flight is not None:
             self._in_flight.count += 1
@@ -134,6 +192,10 @@ class BaseHandler(RequestHandler):
     def checker(self) -> ConnectivityChecker:
         return self.settings["checker"]
 
+    @property
+    def guard(self) -> RequestGuard:
+        return self.settings["request_guard"]
+
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
@@ -141,14 +203,57 @@ class BaseHandler(RequestHandler):
         if not hasattr(self, "request_id"):  # runs in __init__, before initialize()
             self.request_id = self._incoming_request_id() or next(_request_ids)
         self.set_header("X-Request-Id", self.request_id)
+        origin = self.request.headers.get("Origin")
+        if origin is not None and is_api_path(self.request.path):
+            for name, value in self.guard.cors_headers(origin).items():
+                self.set_header(name, value)
 
     def prepare(self) -> None:
-        # Auth first, so a client without the token learns nothing else (not even 404 or 413).
-        if self.request.path == "/api" or self.request.path.startswith("/api/"):
+        # Tornado reads the request to its end only after prepare(), so it closes the connection
+        # after a response sent from here; finish() says so in a Connection header.
+        self._body_unread = True
+        if self.request.path != "/ping":
+            refuse_foreign_host(self)
+        if is_api_path(self.request.path):
+            headers = self.request.headers
+            origin = headers.get("Origin")
+            refusal = self.guard.origin_refusal(origin, headers.get("Sec-Fetch-Site"), self.request.host)
+            if refusal:
+                raise ApiError(403, refusal)
+            if self.request.method == "OPTIONS" and origin is not None and "Access-Control-Request-Method" in headers:
+                self._answer_preflight()
+                return
+            # Auth next, so a client without the token learns nothing else (not even 404 or 413).
             self._check_admin_token()
-        declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        self._check_body_headers(json_only=is_api_path(self.request.path))
+        self._body_unread = False
+
+    def finish(self, chunk: Any = None):
+        if self._body_unread and not self._headers_written:
+            self.set_header("Connection", "close")
+        return super().finish(chunk)
+
+    def _answer_preflight(self) -> None:
+        """A CORS preflight of a listed origin (browsers send no credentials on one, so no token)."""
+        self.set_status(204)
+        for name, value in self.guard.preflight_headers().items():
+            self.set_header(name, value)
+        self.clear_header("Content-Type")
+        self.finish()
+
+    def _check_body_headers(self, json_only: bool) -> None:
+        """Content-Length must be digits (400), at most 1 MiB (413); a body must be JSON (415): a
+        cross-origin text/plain POST needs no CORS preflight, a JSON one does."""
+        headers = self.request.headers
+        declared = headers.get("Content-Length")
+        if declared is not None and not _DIGITS.fullmatch(declared):
+            raise ApiError(400, "The Content-Length header must be a whole number of bytes.")
+        if declared is not None and int(declared) > MAX_BODY_BYTES:
             raise ApiError(413, _STATUS_DETAILS[413])
+        if json_only and ((declared is not None and int(declared) > 0) or "Transfer-Encoding" in headers):
+            media_type = headers.get("Content-Type", "").partition(";")[0].strip().lower()
+            if media_type != "application/json":
+                raise ApiError(415, _STATUS_DETAILS[415])
 
     def data_received(self, chunk: bytes) -> None:
         if len(self._body) + len(chunk) > MAX_BODY_BYTES:
@@ -190,6 +295,17 @@ class BaseHandler(RequestHandler):
             raise ApiError(400, f"Query parameter {name} must be a whole number {bounds}.")
         return int(raw)
 
+    def query_text(self, name: str) -> str | None:
+        """A query parameter exactly as sent (the last one if repeated): Tornado's own getters turn
+        control characters into spaces and strip them, so `?q=%00` would read as no filter at all."""
+        values = self.request.query_arguments.get(name)
+        if not values:
+            return None
+        try:
+            return values[-1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, f"Query parameter {name} is not valid UTF-8.") from None
+
     def query_bool(self, name: str) -> bool | None:
         raw = self.get_query_argument(name, None)
         if raw is None:
@@ -212,39 +328,6 @@ class BaseHandler(RequestHandler):
         self.set_status(status)
         self.finish(text)
 
-    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        super().send_error(_expected_status(exc) or status_code, **kwargs)
-
-    def log_exception(self, typ, value, tb) -> None:
-        if _expected_status(value) or isinstance(value, HTTPError):
-            return  # an answer, not a failure: the access log has it
-        app_log.error("unexpected error in %s %s (id=%s)", self.request.method, self.request.path,
-                      self.request_id, exc_info=(typ, value, tb))
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        errors = None
-        if isinstance(exc, ApiError):
-            detail, errors = exc.detail, exc.errors
-        elif _expected_status(exc):
-            detail = str(exc)[:1].upper() + str(exc)[1:] + ("" if str(exc).endswith(".") else ".")
-            errors = getattr(exc, "errors", None)
-            if isinstance(exc, BackupWriteFailed):
-                detail += " Nothing was changed."
-        elif status_code < 500:
-            detail = _STATUS_DETAILS.get(status_code, self._reason + ".")
-        else:
-            detail = _INTERNAL_ERROR
-        if status_code == 401:
-            self.set_header("WWW-Authenticate", "Bearer")
-        if status_code == 405:
-            self.set_header("Allow", ", ".join(self.allowed_methods()))
-        body = {"detail": detail}
-        if errors:
-            body["errors"] = errors
-        self.finish(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
-
     def allowed_methods(self) -> list[str]:
         return [m for m in ("GET", "POST", "PATCH", "DELETE")
                 if getattr(type(self), m.lower()) is not getattr(RequestHandler, m.lower())]
@@ -266,11 +349,27 @@ class BaseHandler(RequestHandler):
 
 
 class NotFoundHandler(BaseHandler):
-    """Every path no route matches (unknown ids that are not numbers included): a JSON 404."""
+    """Every path no route matches (unknown ids that are not numbers included): a JSON 404, after
+    the checks every request gets (Host, Origin, token) and after reading the body, so the
+    connection stays usable."""
+
+    def not_found(self, *args: Any) -> None:
+        raise ApiError(404, f"No such path: {self.request.path[:200]}")
+
+    get = head = post = patch = put = delete = options = not_found
+
+
+class GuardedStaticFileHandler(JsonErrors, StaticFileHandler):
+    """Static files under the same Host rule as the API, with JSON errors; a path holding a NUL (which
+    the file system cannot name) is simply not found."""
 
     def prepare(self) -> None:
-        super().prepare()
-        raise ApiError(404, f"No such path: {self.request.path[:200]}")
+        refuse_foreign_host(self)
+
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        if "\x00" in absolute_path:
+            raise HTTPError(404)
+        return super().validate_absolute_path(root, absolute_path)
 
 
 def _expected_status(exc: BaseException | None) -> int | None:

@@ -9,10 +9,8 @@ import importlib.util
 import os
 from typing import Any
 
-from tornado.web import StaticFileHandler
-
 import schemas
-from handlers.base import BaseHandler
+from handlers.base import BaseHandler, GuardedStaticFileHandler
 
 # Located, not imported: the package's Python side (Jinja2, YAML) is not needed to serve its files.
 SWAGGER_UI_DIR = os.path.join(importlib.util.find_spec("swagger_ui").submodule_search_locations[0], "static")
@@ -91,8 +89,9 @@ def build_openapi() -> dict[str, Any]:
         {"name": "is_active", "in": "query", "required": False,
          "schema": {"type": "string", "enum": ["true", "false"]}},
         {"name": "type", "in": "query", "required": False, "schema": schemas.PROVIDER_TYPE},
-        {"name": "q", "in": "query", "required": False, "schema": {"type": "string"},
-         "description": "Name substring, case-insensitive; % and _ are literal."},
+        {"name": "q", "in": "query", "required": False,
+         "schema": {"type": "string", "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"},
+         "description": "Name substring, case-insensitive; % and _ are literal; no control characters."},
         _LIMIT,
         {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
     ]
@@ -231,5 +230,5 @@ default_handlers = [
     (r"/openapi\.json", OpenApiHandler),
     (r"/docs/?", DocsHandler),
     (r"/docs/init\.js", DocsInitHandler),
-    (r"/docs/static/(.*)", StaticFileHandler, {"path": SWAGGER_UI_DIR}),
+    (r"/docs/static/(.*)", GuardedStaticFileHandler, {"path": SWAGGER_UI_DIR}),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from typing import Any
 
@@ -10,6 +11,7 @@ from schemas import PROVIDER_TYPES, provider_create_validator, provider_update_v
 from store.providers import ProviderFilter
 
 _ID = r"(?P<provider_id>[0-9]{1,18})"
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class ProviderBaseHandler(BaseHandler):
@@ -22,8 +24,11 @@ class ProviderListHandler(ProviderBaseHandler):
         provider_type = self.get_query_argument("type", None)
         if provider_type is not None and provider_type not in PROVIDER_TYPES:
             raise ApiError(400, "Query parameter type must be one of: " + ", ".join(PROVIDER_TYPES) + ".")
+        name_contains = self.query_text("q")
+        if name_contains is not None and _CONTROL_CHARACTER.search(name_contains):
+            raise ApiError(400, "Query parameter q must not hold control characters.")
         filters = ProviderFilter(is_active=self.query_bool("is_active"), type=provider_type,
-                                 name_contains=self.get_query_argument("q", None))
+                                 name_contains=name_contains)
         limit = self.query_int("limit", 1, 1000)
         offset = self.query_int("offset", 0, 2**62) or 0
         page, total = self.registry.list_json(filters, limit, offset)
@@ -86,6 +91,7 @@ class ModelDiscoveryHandler(BaseHandler):
 
 class ModelSyncHandler(ProviderBaseHandler):
     async def post(self, provider_id: str) -> None:
+        self.registry.ensure_writable()  # before the probe, not after it
         upstream, _ = await self.checker.discover(int(provider_id))
         await self.registry.update(int(provider_id), {"models": upstream})
         self.write_provider(int(provider_id))

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tornado.web import RedirectHandler, StaticFileHandler
-
-from handlers.base import BaseHandler
+from handlers.base import BaseHandler, GuardedStaticFileHandler
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -22,6 +20,11 @@ def set_page_security_headers(handler) -> None:
     handler.set_header("Referrer-Policy", "no-referrer")
 
 
+class RootHandler(BaseHandler):
+    def get(self) -> None:
+        self.redirect("/ui/")
+
+
 class AdminPageHandler(BaseHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=UTF-8")
@@ -29,7 +32,7 @@ class AdminPageHandler(BaseHandler):
         self.render("index.html")
 
 
-class UiStaticFileHandler(StaticFileHandler):
+class UiStaticFileHandler(GuardedStaticFileHandler):
     """The page's CSS and JavaScript; versioned URLs (?v=hash) are cached for long by Tornado."""
 
     def set_default_headers(self) -> None:
@@ -45,6 +48,6 @@ ui_settings = {
 }
 
 default_handlers = [
-    (r"/", RedirectHandler, {"url": "/ui/", "permanent": False}),
+    (r"/", RootHandler),
     (r"/ui/?", AdminPageHandler),
 ]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 from crypto import Keyring
-from schemas import (BACKUP_FORMAT, BACKUP_VERSION, InvalidJson, backup_document_validator, parse_json,
-                     validation_errors)
+from schemas import (BACKUP_FORMAT, BACKUP_VERSION, InvalidJson, backup_document_validator, normalize_name,
+                     parse_json, validation_errors)
 from store.providers import name_key
 from timestamps import utc_timestamp
 
@@ -39,7 +40,7 @@ class BackupKeysUndecryptable(BackupError):
 
 
 class BackupWriteFailed(BackupError):
-    pass
+    """The backup file cannot be written; the message names its path and the OS reason."""
 
 
 def document_parts(records_json: Iterable[bytes]) -> list[bytes]:
@@ -55,37 +56,59 @@ def write_atomically(path: Path, parts: list[bytes]) -> None:
     """Replace `path` with the concatenated `parts` so that a crash leaves the old or the new file,
     whole, mode 0600.
 
-    Temporary file in the same directory, flushed and fsynced, renamed over the target, then the
-    directory fsynced so the rename itself is durable.
+    The temporary file gets a fresh unpredictable name in the same directory, created exclusively
+    (mkstemp: never through a planted symlink, never shared with another writer such as
+    `--export` beside the server); it is flushed, fsynced and renamed over the target, then the
+    directory is fsynced so the rename itself is durable. It is removed on any failure.
     """
     directory = path.parent
-    # One writer per process and writes never overlap (the event loop runs one at a time), so a
-    # fixed temporary name is safe; a leftover from a crash is simply overwritten.
-    temp_name = directory / f".{path.name}.tmp"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # a leftover file keeps its old mode otherwise
+        make_private_directories(directory)
+        fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise BackupWriteFailed(f"cannot write the backup file {path}: {exc.strerror}") from None
+        raise _write_failed(path, exc) from None
     try:
         try:
+            os.fchmod(fd, 0o600)  # mkstemp's 0600 is still narrowed by the umask
             _write_all(fd, parts)
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(temp_name, path)
+    except BaseException as exc:
+        try:
+            os.unlink(temp_name)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise _write_failed(path, exc) from None
+        raise
+    try:
         dir_fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
     except OSError as exc:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise BackupWriteFailed(f"cannot write the backup file {path}: {exc.strerror}") from None
+        raise _write_failed(path, exc) from None
+
+
+def make_private_directories(directory: Path) -> None:
+    """Create `directory` and its missing parents as 0700 whatever the umask: they hold the
+    database, its secret and the backup."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for created in reversed(missing):
+        created.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(created, 0o700)
+
+
+def _write_failed(path: Path, exc: OSError) -> BackupWriteFailed:
+    return BackupWriteFailed(f"cannot write the backup file {path}: {exc.strerror or type(exc).__name__}")
 
 
 def _write_all(fd: int, parts: list[bytes]) -> None:
@@ -125,6 +148,8 @@ def check_document(document: Any, keyring: Keyring) -> list[dict[str, Any]]:
     with the current secrets.
     """
     errors = validation_errors(backup_document_validator, document)
+    if not errors and isinstance(document["version"], float):  # JSON Schema's const also takes 1.0
+        errors = [{"path": "/version", "message": f"must be {BACKUP_VERSION!r}"}]
     if errors:
         if isinstance(document, dict) and document.get("format") != BACKUP_FORMAT:
             message = f"this is not a {BACKUP_FORMAT} document"
@@ -133,7 +158,7 @@ def check_document(document: Any, keyring: Keyring) -> list[dict[str, Any]]:
         else:
             message = f"the backup document is invalid ({len(errors)} problem{'s' * (len(errors) > 1)})"
         raise BackupInvalid(message, errors)
-    records = document["providers"]
+    records = [{**record, "name": normalize_name(record["name"])} for record in document["providers"]]
     errors = _duplicates(records, "id", lambda r: r["id"]) + _duplicates(records, "name", lambda r: name_key(r["name"]))
     if errors:
         raise BackupDuplicates("the backup document repeats an id or a name", errors)

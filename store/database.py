@@ -18,6 +18,22 @@ class DatabaseError(Exception):
     """The database cannot be opened or upgraded; the message says why."""
 
 
+_CORRUPTION_CODES = {getattr(sqlite3, "SQLITE_CORRUPT", 11), getattr(sqlite3, "SQLITE_NOTADB", 26)}
+
+
+def is_corruption(exc: sqlite3.Error) -> bool:
+    """True when SQLite says the file is damaged or not a database at all (not merely busy)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in _CORRUPTION_CODES
+    return "malformed" in str(exc) or "not a database" in str(exc)
+
+
+def corruption_message(path: Path, exc: sqlite3.Error) -> str:
+    return (f"the database {path} is corrupt ({exc}); move it away and restore the inventory from the "
+            "backup with: python server.py --restore")
+
+
 class DatabaseTooNew(DatabaseError):
     pass
 
@@ -51,20 +67,24 @@ def connect(path: Path) -> sqlite3.Connection:
     except OSError as exc:
         raise DatabaseError(f"cannot open the database {path}: {exc.strerror}") from None
     except sqlite3.Error as exc:
+        if is_corruption(exc):
+            raise DatabaseError(corruption_message(path, exc)) from None
         raise DatabaseError(f"cannot open the database {path}: {exc}") from None
     return conn
 
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (including KeyboardInterrupt)."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (including KeyboardInterrupt) and
+    when the COMMIT itself fails (a full disk, a deferred constraint)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:

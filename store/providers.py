@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 HISTORY_KEPT_PER_PROVIDER = 100
+MAX_ID = 2**53 - 1  # every id must survive JSON and JavaScript exactly
+
+
+class IdsExhausted(Exception):
+    def __init__(self) -> None:
+        super().__init__(f"no provider id is left: ids go up to {MAX_ID}, and a restore used the highest")
 
 
 class ProviderNotFound(Exception):
@@ -51,8 +58,9 @@ NO_FILTER = ProviderFilter()
 
 
 def name_key(name: str) -> str:
-    """What uniqueness and search compare: the Unicode-casefolded name."""
-    return name.casefold()
+    """What uniqueness and search compare: the Unicode-casefolded name, in NFC (casefolding can
+    decompose a character)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
 
 
 _SELECT = ("SELECT id, name, type, base_url, api_key_ciphertext, models, is_active, created_at, updated_at, "
@@ -178,10 +186,13 @@ def insert_provider(conn: sqlite3.Connection, values: dict[str, Any], provider_i
     params.append(name_key(values["name"]))
     sql = f"INSERT INTO providers ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     try:
-        return conn.execute(sql, params).lastrowid
+        new_id = conn.execute(sql, params).lastrowid
     except sqlite3.IntegrityError as exc:
         _raise_if_duplicate_name(exc, values["name"])
         raise
+    if new_id > MAX_ID:
+        raise IdsExhausted()  # the caller's transaction (or savepoint) rolls the row back
+    return new_id
 
 
 def update_provider(conn: sqlite3.Connection, provider_id: int, values: dict[str, Any]) -> None:

@@ -14,6 +14,8 @@ that is several times the throughput of one transaction, fsync and backup write 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -22,11 +24,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from crypto import Keyring, UndecryptableKey
-from schemas import WHITESPACE, with_defaults
+from schemas import normalize_name, with_defaults
 from store import backup, providers
 from store.database import transaction
 from store.providers import NO_FILTER, Provider, ProviderFilter
 from timestamps import utc_timestamp
+
+log = logging.getLogger("provider_registry")
 
 _RESTORE_COMPARED_FIELDS = ("name", "type", "base_url", "api_key", "models", "is_active",
                             "created_at", "updated_at", "last_test")
@@ -55,6 +59,19 @@ class _Change:
     touched: set[int]
 
 
+class RestorePending(Exception):
+    """The database is empty but the backup file holds providers (the database was deleted or
+    emptied): a change would overwrite that backup, so only a restore is allowed."""
+
+    def __init__(self, backup_path: Path, count: int):
+        super().__init__(
+            f"the database is empty but the backup file {backup_path} holds {count} providers, so changes are "
+            "refused until it is restored: POST /api/admin/providers/restore with an empty body, or run "
+            "python server.py --restore; or, to start afresh, move the backup file away and restart the server")
+        self.backup_path = backup_path
+        self.count = count
+
+
 @dataclass
 class RotationReport:
     rotated: int
@@ -81,6 +98,9 @@ class ProviderRegistry:
         self._data_version_checked = time.monotonic()
         # Changes waiting for the next group commit, each with the future its caller awaits.
         self._pending: list[tuple[Callable[[_Change], Any], asyncio.Future]] = []
+        # How many providers the backup file holds while the database is empty (restore-pending
+        # mode), else 0; see check_restore_pending.
+        self._pending_restore_count = 0
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -115,6 +135,34 @@ class ProviderRegistry:
     def history(self, provider_id: int, limit: int) -> list[dict[str, Any]]:
         return providers.probe_history(self._conn, provider_id, limit)
 
+    def check_restore_pending(self) -> RestorePending | None:
+        """Look again whether the database is empty next to a backup file that holds providers;
+        while it is, every change but a restore is refused (`ensure_writable`)."""
+        self._pending_restore_count = 0
+        if providers.provider_count(self._conn) == 0 and self.backup_path.exists():
+            try:
+                held = backup.read_backup_file(self.backup_path)
+            except backup.BackupError:
+                return None  # unreadable: reconcile_backup warns about it
+            self._pending_restore_count = len(held.get("providers") or []) if isinstance(held, dict) else 0
+        return self._restore_pending()
+
+    @property
+    def restore_pending(self) -> bool:
+        self._forget_if_changed_elsewhere()
+        return self._pending_restore_count > 0
+
+    def ensure_writable(self) -> None:
+        """Raises RestorePending while the database is empty next to a backup that holds providers."""
+        self._forget_if_changed_elsewhere()
+        pending = self._restore_pending()
+        if pending is not None:
+            raise pending
+
+    def _restore_pending(self) -> RestorePending | None:
+        # A new exception each time: raising one instance again would keep growing its traceback.
+        return RestorePending(self.backup_path, self._pending_restore_count) if self._pending_restore_count else None
+
     def decrypted_api_key(self, provider: Provider) -> str | None:
         """The plaintext key for an outbound request; raises UndecryptableKey."""
         if provider.api_key_ciphertext is None:
@@ -128,7 +176,7 @@ class ProviderRegistry:
         now = utc_timestamp()
         fields = with_defaults(fields)
         values = {
-            "name": fields["name"].strip(WHITESPACE),
+            "name": normalize_name(fields["name"]),
             "type": fields["type"],
             "base_url": fields["base_url"].rstrip("/"),
             "api_key_ciphertext": self._encrypt(fields["api_key"]),
@@ -158,7 +206,7 @@ class ProviderRegistry:
                     values["api_key_ciphertext"] = self._encrypt(value)
                 continue
             if name == "name":
-                value = value.strip(WHITESPACE)
+                value = normalize_name(value)
             elif name == "base_url":
                 value = value.rstrip("/")
             if getattr(current, name) != value:
@@ -257,7 +305,13 @@ class ProviderRegistry:
         return b"".join(backup.document_parts(record for _, record in providers.backup_records_json(self._conn)))
 
     def write_backup(self, path: Path | None = None) -> int:
-        """Write the backup document to `path` (default: the backup file); returns how many providers."""
+        """Write the backup document to `path` (default: the backup file); returns how many providers.
+        Raises RestorePending rather than overwrite a backup that holds providers with an empty inventory."""
+        if path is None or _same_file(path, self.backup_path):
+            path = None
+            pending = self.check_restore_pending()
+            if pending is not None:
+                raise pending
         records = dict(providers.backup_records_json(self._conn))
         backup.write_atomically(path or self.backup_path, backup.document_parts(records.values()))
         if path is None:
@@ -267,16 +321,16 @@ class ProviderRegistry:
     def reconcile_backup(self) -> str | None:
         """At start-up, make the backup mirror the database again (a crash may have left it one
         change ahead). Never replaces a backup that holds providers with an empty inventory: that
-        is a fresh database next to a backup worth restoring. Returns a warning, or None."""
+        is a deleted or emptied database next to a backup worth restoring (restore-pending mode).
+        Returns a warning, or None."""
+        pending = self.check_restore_pending()
+        if pending is not None:
+            return f"restore pending: {pending}"
         if providers.provider_count(self._conn) == 0 and self.backup_path.exists():
             try:
-                held = backup.read_backup_file(self.backup_path)
-                count = len(held.get("providers") or []) if isinstance(held, dict) else 0
+                backup.read_backup_file(self.backup_path)
             except backup.BackupError:
                 return f"the backup file {self.backup_path} is unreadable and the database is empty; left as is"
-            if count:
-                return (f"the database is empty but the backup file {self.backup_path} holds {count} providers; "
-                        "left as is (run: python server.py --restore)")
         self.write_backup()
         return None
 
@@ -285,37 +339,61 @@ class ProviderRegistry:
     @contextmanager
     def _mirrored_change(self, touched: set[int] | None) -> Iterator[_Change]:
         """A transaction whose end rewrites the backup file before committing (so a backup that
-        cannot be written rolls the change back). `touched` names the providers the change may
-        affect (the body adds to it), or is EVERYTHING; only their records are re-rendered."""
-        with transaction(self._conn) as conn:
-            self._forget_if_changed_elsewhere()
-            change = _Change(conn, set(touched) if touched is not None else set())
-            yield change
-            if touched is not EVERYTHING and not change.touched:
-                return  # every change of a group failed: nothing to mirror, the backup stays as it is
-            if touched is EVERYTHING or self._records is None:
-                records = dict(providers.backup_records_json(conn))
-            else:
-                records = dict(self._records)  # the committed state stays intact until COMMIT
-                fresh = dict(providers.backup_records_json(conn, change.touched))
-                for provider_id in sorted(change.touched):
-                    if provider_id in fresh:
-                        records[provider_id] = fresh[provider_id]  # new ids are the highest: order holds
-                    else:
-                        records.pop(provider_id, None)
-            backup.write_atomically(self.backup_path, backup.document_parts(records.values()))
-        # After a restore the records are not kept: rendered beside the whole parsed document, they
-        # would pin its freed memory (RSS 4-5 MB higher with 10 000 providers, measured). The next
-        # change renders them afresh (~20 ms once at 10 000).
-        self._records = None if touched is EVERYTHING else records
+        cannot be written rolls the change back, and a commit that fails puts the backup back as
+        it was). `touched` names the providers the change may affect (the body adds to it), or is
+        EVERYTHING; only their records are re-rendered."""
+        committed_records = self._records
+        backup_written = False
+        try:
+            with transaction(self._conn) as conn:
+                self._forget_if_changed_elsewhere()
+                committed_records = self._records
+                change = _Change(conn, set(touched) if touched is not None else set())
+                yield change
+                if touched is not EVERYTHING and not change.touched:
+                    return  # every change of a group failed: nothing to mirror, the backup stays as it is
+                if touched is EVERYTHING or self._records is None:
+                    records = dict(providers.backup_records_json(conn))
+                else:
+                    records = dict(self._records)  # the committed state stays intact until COMMIT
+                    fresh = dict(providers.backup_records_json(conn, change.touched))
+                    for provider_id in sorted(change.touched):
+                        if provider_id in fresh:
+                            records[provider_id] = fresh[provider_id]  # new ids are the highest: order holds
+                        else:
+                            records.pop(provider_id, None)
+                backup_written = True  # from here on, even a failing write may have replaced the file
+                backup.write_atomically(self.backup_path, backup.document_parts(records.values()))
+        except BaseException:
+            if backup_written:
+                self._put_backup_back(committed_records)
+            raise
         if touched is EVERYTHING:
+            # Not kept after a restore: rendered beside the whole parsed document, they would pin its
+            # freed memory; the next change renders them afresh.
+            self._records = None
             self._api_json.clear()
+            self._pending_restore_count = 0
+        else:
+            self._records = records
         for provider_id in change.touched:
             self._api_json.pop(provider_id, None)
 
+    def _put_backup_back(self, committed_records: dict[int, bytes] | None) -> None:
+        """After a commit that failed once the backup held the change: the backup mirrors the
+        database as committed again."""
+        try:
+            records = committed_records if committed_records is not None else dict(
+                providers.backup_records_json(self._conn))
+            backup.write_atomically(self.backup_path, backup.document_parts(records.values()))
+        except Exception as exc:  # the original failure is what the caller must see
+            log.error("the backup file %s could not be put back after a failed commit: %s", self.backup_path, exc)
+
     def _grouped(self, apply: Callable[[_Change], Any]) -> asyncio.Future:
         """Queue a change for the next group commit; the future resolves to what `apply` returns
-        (or raises what it raised) once the group is committed and mirrored."""
+        (or raises what it raised) once the group is committed and mirrored. Raises RestorePending
+        at once in restore-pending mode."""
+        self.ensure_writable()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append((apply, future))
@@ -366,6 +444,8 @@ class ProviderRegistry:
             self._data_version = version
             self._api_json.clear()
             self._records = None
+            if self._pending_restore_count:
+                self.check_restore_pending()  # e.g. `server.py --restore` ran meanwhile
 
     def _remember_api_json(self, texts: dict[int, bytes]) -> None:
         if len(self._api_json) + len(texts) > _API_JSON_CACHE_LIMIT:
@@ -388,3 +468,10 @@ class ProviderRegistry:
             return record["api_key"] is not None and (
                 self._plaintext_or_none(existing) != self.keyring.decrypt(record["api_key"]))
         return getattr(existing, name) != record[name]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)

@@ -118,6 +118,8 @@ class Api:
             headers.setdefault("Content-Type", "application/json")
         if body is None and method in ("POST", "PATCH", "PUT"):
             body = b""
+        if body and not any(name.lower() == "content-type" for name in headers):
+            headers["Content-Type"] = "application/json"  # a body of another type is 415
         request = HTTPRequest(self.base_url + path, method=method, headers=headers, body=body,
                               allow_nonstandard_methods=True, request_timeout=30, follow_redirects=False)
         response = await self.http_client.fetch(request, raise_error=False)

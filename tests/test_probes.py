@@ -268,3 +268,22 @@ async def test_non_ascii_path_and_query_are_percent_encoded(api, fake_provider):
 def test_probe_urls_are_ascii_with_idna_hosts(base_url, expected):
     from probe import ProbeTarget, probe_url_and_headers
     assert probe_url_and_headers(ProbeTarget("azure", base_url.rstrip("/"), "k"))[0] == expected
+
+
+@pytest.mark.env(BACKEND_TEST_CONCURRENCY="10")
+async def test_a_single_test_never_waits_behind_a_bulk_test_for_a_transfer_slot(api, fake_provider):
+    fake_provider.answer("/hung/v1/models", delay=5)  # past the 2 s probe timeout: every bulk slot is held
+    for i in range(10):
+        await api.post("/api/providers", json={"name": f"Hung {i}", "base_url": fake_provider.url + "/hung/v1"})
+    single = (await api.post("/api/providers", json={"name": "Single", "base_url": fake_provider.url + "/v1",
+                                                     "is_active": False})).json()
+    bulk = asyncio.ensure_future(api.post("/api/providers/test"))
+    deadline = time.monotonic() + 5
+    while fake_provider.in_flight < 10 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert fake_provider.in_flight == 10
+    result = (await api.post(f"/api/providers/{single['id']}/test")).json()
+    assert result["status"] == "online"
+    assert not bulk.done()  # answered while every bulk probe was still waiting on its upstream
+    assert fake_provider.in_flight == 10
+    assert {r["status"] for r in (await bulk).json()["results"]} == {"offline"}

@@ -111,6 +111,10 @@ def _assert_one_clear_line(result, *words):
     ({"BACKEND_CHECK_INTERVAL_SECONDS": "often"}, ["BACKEND_CHECK_INTERVAL_SECONDS"]),
     ({"BACKEND_DATABASE_URL": "mysql://db/registry"}, ["BACKEND_DATABASE_URL"]),
     ({"BACKEND_HOST": "0.0.0.0"}, ["BACKEND_ADMIN_TOKEN", "0.0.0.0"]),
+    ({"BACKEND_ADMIN_TOKEN": "x"}, ["BACKEND_ADMIN_TOKEN", "16 characters"]),
+    ({"BACKEND_ADMIN_TOKEN": "has spaces in the admin token"}, ["BACKEND_ADMIN_TOKEN", "whitespace"]),
+    ({"BACKEND_ALLOWED_ORIGINS": "evil.example"}, ["BACKEND_ALLOWED_ORIGINS"]),
+    ({"BACKEND_IDLE_TIMEOUT_SECONDS": "never"}, ["BACKEND_IDLE_TIMEOUT_SECONDS"]),
 ])
 def test_bad_configuration_stops_start_up_with_one_clear_line(tmp_path, env, words):
     _assert_one_clear_line(run_cli([], env, tmp_path, timeout=20), *words)
