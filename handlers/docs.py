@@ -28,9 +28,13 @@ def _ref(name: str) -> dict[str, str]:
 _ERROR_DESCRIPTIONS = {
     400: "Malformed request: body not JSON / not an object, or a bad query parameter.",
     401: "Missing or wrong admin token.",
+    403: "Refused: a cross-origin request from an origin not in BACKEND_ALLOWED_ORIGINS, or a Host the server "
+         "does not answer to (DNS rebinding).",
     404: "Unknown provider id or path.",
-    409: "Conflict (duplicate name, a bulk test already running, keys that no secret decrypts).",
+    409: "Conflict (duplicate name, a bulk test already running, keys that no secret decrypts, or restore "
+         "pending: the database is empty next to a backup that holds providers).",
     413: "Body larger than 1 MiB.",
+    415: "A body that is not sent as Content-Type: application/json.",
     422: "Body fails the schema; `errors` lists each problem with its JSON pointer.",
     502: "The provider gave no usable model list.",
 }
@@ -59,7 +63,7 @@ def _operation(summary: str, responses: dict[str, Any], body: dict | None = None
     if public:
         operation["security"] = []
     else:
-        operation["responses"] = {**responses, **_errors(401)}
+        operation["responses"] = {**responses, **_errors(401, 403, *([415] if body is not None else []))}
     return operation
 
 
@@ -116,12 +120,12 @@ def build_openapi() -> dict[str, Any]:
             "get": _operation("Get a provider", {"200": provider, **_errors(404)}),
             "patch": _operation("Update some fields of a provider (`api_key: null` removes the key)",
                                 {"200": provider, **_errors(400, 404, 409, 413, 422)}, body=_ref("ProviderUpdate")),
-            "delete": _operation("Delete a provider", {"204": {"description": "Deleted."}, **_errors(404)}),
+            "delete": _operation("Delete a provider", {"204": {"description": "Deleted."}, **_errors(404, 409)}),
         },
         "/api/providers/{provider_id}/test": {
             "parameters": [_PROVIDER_ID],
             "post": _operation("Test a provider's connectivity (result stored as last_test)",
-                               {"200": test_result, **_errors(404)}),
+                               {"200": test_result, **_errors(404, 409)}),
         },
         "/api/providers/test": {
             "post": _operation("Test every active provider concurrently", {"200": _json(
@@ -146,7 +150,7 @@ def build_openapi() -> dict[str, Any]:
         "/api/providers/{provider_id}/models/sync": {
             "parameters": [_PROVIDER_ID],
             "post": _operation("Set the provider's models to its upstream list",
-                               {"200": provider, **_errors(404, 502)}),
+                               {"200": provider, **_errors(404, 409, 502)}),
         },
         "/api/admin/providers/export": {
             "get": _operation("The backup document", {"200": _json(_ref("BackupDocument"), "The whole inventory.")}),

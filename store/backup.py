@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -91,6 +93,24 @@ def write_atomically(path: Path, parts: list[bytes]) -> None:
             os.close(dir_fd)
     except OSError as exc:
         raise _write_failed(path, exc) from None
+
+
+STALE_TEMP_FILE_SECONDS = 3600
+
+
+def remove_stale_temp_files(path: Path) -> int:
+    """Remove the temporary files that writers of `path` killed mid-write left behind (older than
+    STALE_TEMP_FILE_SECONDS, so a concurrent `--export` keeps its own); returns how many."""
+    removed = 0
+    cutoff = time.time() - STALE_TEMP_FILE_SECONDS
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*tmp"):
+        try:
+            if candidate.lstat().st_mtime < cutoff:
+                candidate.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def make_private_directories(directory: Path) -> None:

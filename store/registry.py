@@ -323,6 +323,7 @@ class ProviderRegistry:
         change ahead). Never replaces a backup that holds providers with an empty inventory: that
         is a deleted or emptied database next to a backup worth restoring (restore-pending mode).
         Returns a warning, or None."""
+        backup.remove_stale_temp_files(self.backup_path)
         pending = self.check_restore_pending()
         if pending is not None:
             return f"restore pending: {pending}"

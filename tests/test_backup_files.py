@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, TEST_SECRET, kill_server_process, start_server_process
 from store.backup import BackupWriteFailed, document_parts, write_atomically
 
 OLD_TEMP_NAME = ".config_backup.json.tmp"
@@ -242,3 +242,20 @@ def test_two_processes_writing_at_once_never_leave_a_torn_or_foreign_file(backup
     assert backup_file.read_bytes() in documents.values()
     assert stat.S_IMODE(backup_file.stat().st_mode) == 0o600
     assert temp_files(backup_file.parent) == []
+
+
+def test_start_up_removes_temp_files_left_by_a_killed_writer_but_not_fresh_ones(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    stale = [data / ".config_backup.json.tmp", data / ".config_backup.json.k3j2h1.tmp"]
+    fresh = data / ".config_backup.json.f7g8h9.tmp"  # e.g. an --export writing right now
+    unrelated = data / "notes.tmp"
+    for path in (*stale, fresh, unrelated):
+        path.write_text("partial")
+    two_hours_ago = time.time() - 2 * 3600
+    for path in (*stale, unrelated):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    server = start_server_process({"BACKEND_API_KEY_SECRET": TEST_SECRET}, tmp_path)
+    kill_server_process(server)
+    assert not any(path.exists() for path in stale)
+    assert fresh.exists() and unrelated.exists()
