@@ -31,3 +31,9 @@ def test_bulk_probe_benchmark_completes():
     assert result.returncode in (0, 1), result.stderr  # 1 = a target missed on this machine, still a full run
     assert "60 online" in result.stdout
     assert "ratio" in result.stdout and "/ping during" in result.stdout
+
+
+def test_hostile_bodies_benchmark_completes():
+    result = run_bench("bench/hostile_bodies.py", "--rounds", "1", timeout=120)
+    assert result.returncode in (0, 1), result.stderr
+    assert "12 000 mixed models" in result.stdout and "parse only" in result.stdout
