@@ -2,7 +2,7 @@
 connection count. For effects of a few % that the noise of a full bench run hides: many short runs,
 the two servers alternating which goes first.
 
-    python bench/ab.py OLD_CHECKOUT NEW_CHECKOUT [--pairs 30] [--seconds 1] [--connections 32 256]
+    python -m bench.ab OLD_CHECKOUT NEW_CHECKOUT [--pairs 30] [--seconds 1] [--connections 32 256]
 
 Both servers run on CPU 0 (only one is loaded at a time), wrk on CPU 1, each with 100 providers.
 """
@@ -16,9 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import fill_registry, free_port, request, start_registry, stop, wait_for_http  # noqa: E402
-from run import GET, SERVER_CPU, alternating, wrk  # noqa: E402
+from bench.harness import fill_registry, free_port, request, start_registry, stop, wait_for_http
+from bench.run import GET, SERVER_CPU, alternating, wrk
 
 
 def start_checkout(checkout: Path, data_dir: Path) -> tuple[subprocess.Popen, str]:

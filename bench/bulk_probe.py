@@ -1,7 +1,7 @@
 """Fan-out benchmark: the bulk connectivity test of N providers against a fake upstream that answers
 after 50 ms, compared with the ideal ceil(N / concurrency) x 50 ms, and /ping latency during the run.
 
-    python bench/bulk_probe.py [--providers 1000] [--concurrency 20] [--delay 0.05]
+    python -m bench.bulk_probe [--providers 1000] [--concurrency 20] [--delay 0.05]
 
 Targets: wall time / ideal <= 1.3, and /ping p99 < 50 ms while the bulk test runs.
 """
@@ -18,8 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import fill_registry, free_port, percentile, request, start_registry, start_script, stop, wait_for_http  # noqa: E402
+from bench.harness import fill_registry, free_port, percentile, request, start_registry, start_script, stop, wait_for_http
 
 
 def ping_until(port: int, done: threading.Event, latencies: list[float], interval: float = 0.01) -> None:

@@ -77,7 +77,6 @@ def stop(process: subprocess.Popen) -> None:
 def backup_document(count: int, base_url: str, with_keys: bool = False) -> dict:
     """A backup document of `count` providers (restoring it is the fast way to fill a server); with
     keys encrypted under SECRET when asked, so previews and backup sizes are realistic."""
-    sys.path.insert(0, str(ROOT))
     from crypto import Keyring
     keyring = Keyring([SECRET]) if with_keys else None
     stamp = "2026-01-01T00:00:00Z"

@@ -1,7 +1,7 @@
 """Bodies built to make validation slow, against the real server: each must be a quick 4xx while
 /ping keeps answering.
 
-    python bench/hostile_bodies.py [--rounds 5]
+    python -m bench.hostile_bodies [--rounds 5]
 
 Per body: the median answer time, the same bytes made invalid JSON at the very end (read and parsed,
 never validated: the baseline, same run), their ratio, and the slowest /ping meanwhile.
@@ -21,9 +21,8 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bulk_probe import ping_until  # noqa: E402
-from harness import free_port, request, start_registry, stop, wait_for_http  # noqa: E402
+from bench.bulk_probe import ping_until
+from bench.harness import free_port, request, start_registry, stop, wait_for_http
 
 BASE = {"name": "hostile", "base_url": "https://api.example.com/v1"}
 MIB = 1024 * 1024

@@ -1,8 +1,8 @@
 """Throughput and latency of the real server against a minimal Tornado baseline measured in the same
 run, write cost as the inventory grows, start-up time and memory.
 
-    python bench/run.py            # full run (about 8 minutes)
-    python bench/run.py --quick    # smoke run (about 40 s; what CI runs)
+    python -m bench.run            # full run (about 8 minutes)
+    python -m bench.run --quick    # smoke run (about 40 s; what CI runs)
 
 Load comes from wrk (`apt-get install wrk`) with Lua scripts, on loopback only, each scenario bounded
 by --duration. Figures are reported as ratios to the baseline's GET throughput, because shared
@@ -26,8 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import (cpu_prefix, fill_registry, free_port, request, start_registry, start_script,  # noqa: E402
+from bench.harness import (cpu_prefix, fill_registry, free_port, request, start_registry, start_script,
                      stop, wait_for_http)
 
 # wrk prints this line from every script's done(): requests, duration (µs), errors, p50 and p99 (µs).

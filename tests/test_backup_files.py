@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TEST_SECRET, kill_server_process, start_server_process
+from support.processes import ROOT, TEST_SECRET, kill_server_process, start_server_process
 from store.backup import BackupWriteFailed, document_parts, write_atomically
 
 OLD_TEMP_NAME = ".config_backup.json.tmp"

@@ -1,4 +1,4 @@
-"""The benchmarks still run: `bench/run.py --quick` and a small `bench/bulk_probe.py` complete and
+"""The benchmarks still run: `python -m bench.run --quick`, a small `bench.bulk_probe` and `bench.hostile_bodies` complete and
 print their figures. (The figures themselves are judged in bench/RESULTS.md, not here: a shared CI
 machine is too noisy for timing assertions.)"""
 
@@ -7,7 +7,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import ROOT
+import pytest
+
+from support.processes import ROOT
+
+pytestmark = pytest.mark.bench
 
 
 def run_bench(*args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -16,7 +20,7 @@ def run_bench(*args: str, timeout: float) -> subprocess.CompletedProcess:
 
 
 def test_bench_run_quick_completes_and_reports_every_scenario():
-    result = run_bench("bench/run.py", "--quick", timeout=300)
+    result = run_bench("-m", "bench.run", "--quick", timeout=300)
     assert result.returncode == 0, result.stderr
     for line in ("GET /ping", "GET /api/providers/{id}", "GET /api/providers (100)", "POST /api/providers",
                  "PATCH /api/providers/{id}", "256 conns", "bare Tornado on uvloop", "start-up to first /ping",
@@ -26,7 +30,7 @@ def test_bench_run_quick_completes_and_reports_every_scenario():
 
 
 def test_bulk_probe_benchmark_completes():
-    result = run_bench("bench/bulk_probe.py", "--providers", "60", "--concurrency", "20", "--delay", "0.02",
+    result = run_bench("-m", "bench.bulk_probe", "--providers", "60", "--concurrency", "20", "--delay", "0.02",
                        timeout=120)
     assert result.returncode in (0, 1), result.stderr  # 1 = a target missed on this machine, still a full run
     assert "60 online" in result.stdout
@@ -34,6 +38,6 @@ def test_bulk_probe_benchmark_completes():
 
 
 def test_hostile_bodies_benchmark_completes():
-    result = run_bench("bench/hostile_bodies.py", "--rounds", "1", timeout=120)
+    result = run_bench("-m", "bench.hostile_bodies", "--rounds", "1", timeout=120)
     assert result.returncode in (0, 1), result.stderr
     assert "12 000 mixed models" in result.stdout and "parse only" in result.stdout

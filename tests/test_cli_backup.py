@@ -7,7 +7,8 @@ import sqlite3
 
 import pytest
 
-from conftest import http_json, run_cli
+from support.api import http_json
+from support.processes import run_cli
 from crypto import Keyring
 
 SECRET = "cli-secret"

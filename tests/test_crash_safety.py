@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import http_json
+from support.api import http_json
 from crypto import Keyring
 
 SECRET = "crash-secret"

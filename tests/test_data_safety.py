@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TEST_SECRET, clean_environment, http_json, run_cli
+from support.api import http_json
+from support.processes import ROOT, TEST_SECRET, clean_environment, run_cli
 from crypto import Keyring
 
 KEY = "sk-pending-0123456789abcdef"

@@ -12,7 +12,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from conftest import http_json, kill_server_process, start_server_process, start_threaded_fake_provider
+from support.api import http_json
+from support.fake_provider import start_threaded_fake_provider
+from support.processes import kill_server_process, start_server_process
 from schemas import provider_create_validator
 
 TOKEN = "fuzz-token-0123456789"

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from conftest import http_json
+from support.api import http_json
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.gen_test(timeout=60)
 
@@ -196,8 +197,7 @@ async def test_a_second_bulk_test_while_one_runs_is_409(api, fake_provider):
     fake_provider.answer("/v1/models", body={"data": []}, delay=0.5)
     await add(api, fake_provider)
     first = asyncio.ensure_future(api.post("/api/providers/test"))
-    while not fake_provider.requests:
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: fake_provider.requests, message="the bulk test's first probe")
     second = await api.post("/api/providers/test")
     assert second.code == 409
     assert "already running" in second.json()["detail"]

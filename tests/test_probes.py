@@ -10,7 +10,8 @@ import time
 import pytest
 from tornado.tcpserver import TCPServer
 
-from conftest import closed_port
+from support.processes import closed_port
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 
@@ -240,8 +241,7 @@ async def test_ping_answers_while_a_bulk_test_is_running(api, fake_provider):
     for _ in range(3):
         await add(api, fake_provider)
     bulk = asyncio.ensure_future(api.post("/api/providers/test"))
-    while not fake_provider.requests:
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: fake_provider.requests, message="the bulk test's first probe")
     started = time.monotonic()
     ping = await api.get("/ping")
     ping_seconds = time.monotonic() - started
@@ -278,10 +278,7 @@ async def test_a_single_test_never_waits_behind_a_bulk_test_for_a_transfer_slot(
     single = (await api.post("/api/providers", json={"name": "Single", "base_url": fake_provider.url + "/v1",
                                                      "is_active": False})).json()
     bulk = asyncio.ensure_future(api.post("/api/providers/test"))
-    deadline = time.monotonic() + 5
-    while fake_provider.in_flight < 10 and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    assert fake_provider.in_flight == 10
+    await wait_until(lambda: fake_provider.in_flight == 10, message="every bulk slot held")
     result = (await api.post(f"/api/providers/{single['id']}/test")).json()
     assert result["status"] == "online"
     assert not bulk.done()  # answered while every bulk probe was still waiting on its upstream

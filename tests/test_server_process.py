@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from conftest import http_json, run_cli
+from support.api import http_json
+from support.processes import run_cli
 
 NO_TRACEBACK = "Traceback"
 

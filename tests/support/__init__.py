@@ -1,0 +1,1 @@
+"""Code the tests share (fixtures that use it are in tests/conftest.py)."""
