@@ -18,7 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from bench.harness import fill_registry, free_port, percentile, request, start_registry, start_script, stop, wait_for_http
+from bench.harness import (fill_registry, free_port, percentile, request, start_registry, start_script, stop,
+                           wait_for_http)
 
 
 def ping_until(port: int, done: threading.Event, latencies: list[float], interval: float = 0.01) -> None:

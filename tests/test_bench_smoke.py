@@ -1,6 +1,6 @@
-"""The benchmarks still run: `python -m bench.run --quick`, a small `bench.bulk_probe` and `bench.hostile_bodies` complete and
-print their figures. (The figures themselves are judged in bench/RESULTS.md, not here: a shared CI
-machine is too noisy for timing assertions.)"""
+"""The benchmarks still run: `python -m bench.run --quick`, a small `bench.bulk_probe` and
+`bench.hostile_bodies` complete and print their figures. (The figures themselves are judged in
+bench/RESULTS.md, not here: a shared CI machine is too noisy for timing assertions.)"""
 
 from __future__ import annotations
 
