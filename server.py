@@ -28,18 +28,20 @@ try:
 except ImportError:  # not built for Windows; run_event_loop falls back to asyncio's own loop
     uvloop = None
 
-from checks import ConnectivityChecker
-from config import ConfigError, Settings, load_settings, read_environment
-from crypto import Keyring, SecretFileError, load_or_create_secret
 from handlers import AccessLog, NotFoundHandler, RequestsInFlight, default_handlers, ui_settings
+from handlers.listener import HTTPListener, raise_open_file_limit
 from handlers.request_guard import RequestGuard
-from http_listener import HTTPListener, raise_open_file_limit
-from memory import release_freed_memory, return_large_blocks_promptly, tune_garbage_collector
-from probe import Prober
-from store import backup
+from outbound.client import OutboundClient
+from registry import backup_file
+from registry.config import ConfigError, Settings, load_settings, read_environment
+from registry.errors import RegistryError
+from registry.housekeeping import prepare_at_start_up
+from registry.inventory import Inventory
+from registry.keyring import Keyring, SecretFileError, load_or_create_secret
+from registry.memory import release_freed_memory, return_large_blocks_promptly, tune_garbage_collector
+from registry.probes import ProbeService
 from store.database import (DatabaseError, apply_migrations, connect, corruption_message, is_corruption,
                             load_migrations)
-from store.registry import ProviderRegistry
 
 log = logging.getLogger("provider_registry")
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -54,7 +56,7 @@ class StartupError(Exception):
 class Runtime:
     settings: Settings
     conn: sqlite3.Connection
-    registry: ProviderRegistry
+    inventory: Inventory
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,7 +83,7 @@ def open_runtime(settings: Settings) -> Runtime:
     """Data directories, secret, database (migrated) and registry; raises StartupError."""
     for directory in {settings.database_path.parent, settings.backup_file.parent}:
         try:
-            backup.make_private_directories(directory)
+            backup_file.make_private_directories(directory)
         except OSError as exc:
             raise StartupError(f"cannot create the data directory {directory}: {exc.strerror}") from None
         if not os.access(directory, os.W_OK | os.X_OK):
@@ -92,15 +94,15 @@ def open_runtime(settings: Settings) -> Runtime:
         apply_migrations(conn, load_migrations())
     except (SecretFileError, DatabaseError) as exc:
         raise StartupError(str(exc)) from None
-    return Runtime(settings, conn, ProviderRegistry(conn, Keyring(secrets), settings.backup_file))
+    return Runtime(settings, conn, Inventory(conn, Keyring(secrets), settings.backup_file))
 
 
-def make_app(runtime: Runtime, checker: ConnectivityChecker) -> tornado.web.Application:
+def make_app(runtime: Runtime, probes: ProbeService) -> tornado.web.Application:
     return tornado.web.Application(
         default_handlers,
         default_handler_class=NotFoundHandler,
-        registry=runtime.registry,
-        checker=checker,
+        inventory=runtime.inventory,
+        probes=probes,
         admin_token=runtime.settings.admin_token,
         request_guard=RequestGuard(runtime.settings.allowed_origins, runtime.settings.allowed_hosts,
                                    loopback_only=runtime.settings.admin_token is None),
@@ -110,40 +112,22 @@ def make_app(runtime: Runtime, checker: ConnectivityChecker) -> tornado.web.Appl
     )
 
 
-def prepare_keys_and_backup(registry: ProviderRegistry) -> None:
-    """Start-up housekeeping: rotate keys to the current secret, warn about keys no secret reads,
-    and make the backup mirror the database."""
-    report = registry.rotate_keys()
-    if report.rotated:
-        log.info("re-encrypted %d API keys under the current secret", report.rotated)
-    for name in report.undecryptable:
-        log.warning("the API key of provider %r cannot be decrypted with the configured secrets", name)
-    if not registry.keyring.has_old_secrets:
-        name = registry.first_undecryptable_key()
-        if name is not None:
-            log.warning("the API key of provider %r cannot be decrypted with the configured secret: is "
-                        "BACKEND_API_KEY_SECRET (or data/secret.key) the one the keys were stored with?", name)
-    warning = registry.reconcile_backup()
-    if warning:
-        log.warning(warning)
-
-
-def build_service(runtime: Runtime) -> tuple[tornado.web.Application, Prober, ConnectivityChecker]:
-    """Start-up housekeeping, then the prober (one curl client, sized for the bulk concurrency),
-    the checker and the Application."""
+def build_service(runtime: Runtime) -> tuple[tornado.web.Application, OutboundClient, ProbeService]:
+    """Start-up housekeeping, then the outbound client, the probe service and the Application."""
     settings = runtime.settings
-    prepare_keys_and_backup(runtime.registry)
+    prepare_at_start_up(runtime.inventory)
     # Bulk tests hold at most test_concurrency transfers; the rest are kept free for single probes.
-    prober = Prober(settings.request_timeout_seconds, max_clients=settings.test_concurrency + SINGLE_PROBE_SLOTS)
-    checker = ConnectivityChecker(runtime.registry, prober, settings.test_concurrency)
-    return make_app(runtime, checker), prober, checker
+    client = OutboundClient(settings.request_timeout_seconds,
+                            max_clients=settings.test_concurrency + SINGLE_PROBE_SLOTS)
+    probes = ProbeService(runtime.inventory, client, settings.test_concurrency)
+    return make_app(runtime, probes), client, probes
 
 
 async def serve(runtime: Runtime) -> None:
     settings = runtime.settings
     raise_open_file_limit()
     return_large_blocks_promptly()
-    app, prober, checker = build_service(runtime)
+    app, client, probes = build_service(runtime)
     tune_garbage_collector()
     release_freed_memory()  # what start-up housekeeping (rendering the backup) used
     # The API's body limit (1 MiB, a JSON 413) is enforced by its handlers, which see the headers
@@ -157,7 +141,7 @@ async def serve(runtime: Runtime) -> None:
         server.listen(settings.port, settings.host, backlog=1024)
     except OSError as exc:
         raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
-    checker.start_schedule(settings.check_interval_seconds)
+    probes.start_schedule(settings.probe_interval_seconds)
     access_log = app.settings["log_function"]
     flush_access_log = tornado.ioloop.PeriodicCallback(access_log.flush, 500)
     flush_access_log.start()
@@ -170,14 +154,14 @@ async def serve(runtime: Runtime) -> None:
     await stop.wait()
     log.info("shutting down: no new connections, finishing requests in flight")
     server.stop()
-    await checker.stop_schedule()
+    await probes.stop_schedule()
     deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
     while app.settings["requests_in_flight"].count and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     await server.close_all_connections()
     flush_access_log.stop()
     access_log.flush()
-    prober.close()
+    client.close()
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -191,21 +175,21 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 def run_export(runtime: Runtime, target: Path) -> str:
-    return f"exported {runtime.registry.write_backup(target)} providers to {target}"
+    return f"exported {runtime.inventory.write_backup(target)} providers to {target}"
 
 
 def run_restore(runtime: Runtime, source: Path, dry_run: bool) -> str:
-    document = backup.read_backup_file(source)
+    document = backup_file.read_backup_file(source)
     if dry_run:
-        preview = runtime.registry.preview_restore(document)
+        preview = runtime.inventory.preview_restore(document)
         lines = [f"dry run: restoring {source} would add {len(preview.added)}, remove {len(preview.removed)}, "
                  f"change {len(preview.changed)} and leave {preview.unchanged} providers unchanged"]
         lines += [f"  add: {name}" for name in preview.added]
         lines += [f"  remove: {name}" for name in preview.removed]
         lines += [f"  change: {c['name']} ({', '.join(c['fields'])})" for c in preview.changed]
         return "\n".join(lines)
-    restored = runtime.registry.restore(document)
-    return f"restored {restored} providers from {source}; backup written to {runtime.registry.backup_path}"
+    restored = runtime.inventory.restore(document)
+    return f"restored {restored} providers from {source}; backup written to {runtime.inventory.backup_path}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             run_event_loop(serve(runtime))
         finally:
             runtime.conn.close()
-    except (ConfigError, StartupError, backup.BackupError) as exc:
+    except (ConfigError, StartupError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except sqlite3.Error as exc:

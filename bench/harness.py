@@ -77,7 +77,7 @@ def stop(process: subprocess.Popen) -> None:
 def backup_document(count: int, base_url: str, with_keys: bool = False) -> dict:
     """A backup document of `count` providers (restoring it is the fast way to fill a server); with
     keys encrypted under SECRET when asked, so previews and backup sizes are realistic."""
-    from crypto import Keyring
+    from registry.keyring import Keyring
     keyring = Keyring([SECRET]) if with_keys else None
     stamp = "2026-01-01T00:00:00Z"
     return {"format": "provider-registry-backup", "version": 1, "exported_at": stamp, "providers": [

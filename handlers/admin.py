@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from handlers.base import BaseHandler
-from memory import release_freed_memory
-from store.backup import parse_document, read_backup_file
+from registry.memory import release_freed_memory
 
 
 class WholeInventoryHandler(BaseHandler):
@@ -17,24 +16,20 @@ class WholeInventoryHandler(BaseHandler):
 
 class ExportHandler(WholeInventoryHandler):
     def get(self) -> None:
-        self.write_json_text(self.registry.export_json())
+        self.write_json_text(self.inventory.export_json())
 
 
 class RestoreHandler(WholeInventoryHandler):
     """An empty body restores from the configured backup file; a backup document as the body
     restores from it. `?dry_run=true` reports what would change and changes nothing."""
 
-    def post(self) -> None:
+    async def post(self) -> None:
         dry_run = self.query_bool("dry_run") or False
         raw = self.raw_body()
-        if raw.strip():
-            document = parse_document(raw, source="the request body")
-        else:
-            document = read_backup_file(self.registry.backup_path)
         if dry_run:
-            self.write_json(self.registry.preview_restore(document).as_dict())
+            self.write_json((await self.inventory.preview_restore_from(raw)).as_dict())
         else:
-            self.write_json({"restored": self.registry.restore(document)})
+            self.write_json({"restored": await self.inventory.restore_from(raw)})
 
 
 default_handlers = [

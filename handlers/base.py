@@ -1,8 +1,9 @@
-"""What every handler shares: auth, the body limit, JSON in and out, and the one place that turns
-errors into SPEC's JSON error responses."""
+"""What every handler shares: the Host and Origin checks, auth, the body limit, JSON in and out,
+and the one renderer of errors as JSON `{"detail": ..., "errors": [...]}`."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import itertools
 import json
@@ -11,42 +12,27 @@ import re
 import sys
 import time
 import uuid
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from jsonschema import Draft202012Validator
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler, stream_request_body
 
-from checks import BulkTestInProgress, ConnectivityChecker, UpstreamUnusable
-from crypto import UndecryptableKey
-from schemas import InvalidJson, parse_json, validation_errors
-from store.backup import BackupDuplicates, BackupInvalid, BackupKeysUndecryptable, BackupUnreadable, BackupWriteFailed
-from store.providers import DuplicateName, IdsExhausted, ProviderNotFound
 from handlers.request_guard import RequestGuard
-from store.registry import ProviderRegistry, RestorePending
+from registry.errors import RegistryError
+from registry.schemas import InvalidJson, parse_json, validation_errors
+
+if TYPE_CHECKING:
+    from registry.inventory import Inventory
+    from registry.probes import ProbeService
 
 MAX_BODY_BYTES = 1024 * 1024
+LARGE_BODY_BYTES = 64 * 1024  # parsed and validated off the event loop from this size on
 app_log = logging.getLogger("provider_registry")
 
-# The one map from what the store and the services raise to HTTP statuses; their messages are
-# written for clients and never hold a key.
-ERROR_STATUS: dict[type[Exception], int] = {
-    ProviderNotFound: 404,
-    DuplicateName: 409,
-    BackupUnreadable: 400,
-    BackupInvalid: 422,
-    BackupDuplicates: 409,
-    BackupKeysUndecryptable: 409,
-    BackupWriteFailed: 500,
-    BulkTestInProgress: 409,
-    UpstreamUnusable: 502,
-    UndecryptableKey: 409,
-    RestorePending: 409,
-    IdsExhausted: 409,
-}
 _STATUS_DETAILS = {
     400: "The request is malformed.",
-    403: "Forbidden.",
     401: "A valid admin token is required: send Authorization: Bearer <token>.",
+    403: "Forbidden.",
     404: "Not found.",
     405: "Method not allowed.",
     413: "The request body is larger than 1 MiB.",
@@ -60,13 +46,27 @@ _REQUEST_ID_PREFIX = uuid.uuid4().hex[:8]
 _request_ids = map(f"{_REQUEST_ID_PREFIX}-{{}}".format, itertools.count(1))
 
 
-class ApiError(HTTPError):
-    """An error whose `detail` (and per-field `errors`) are meant for the client."""
+class ApiError(RegistryError):
+    """An error of the HTTP layer itself (a bad query parameter, a missing token), with its status."""
 
-    def __init__(self, status_code: int, detail: str, errors: list[dict[str, str]] | None = None):
-        super().__init__(status_code)
-        self.detail = detail
-        self.errors = errors
+    def __init__(self, status: int, detail: str, errors: list[dict[str, str]] | None = None):
+        super().__init__(detail, errors)
+        self.status = status
+
+
+def _checked_json_object(raw: bytes, validator: Draft202012Validator | None) -> Any:
+    try:
+        body = parse_json(raw)
+    except InvalidJson as exc:
+        raise ApiError(400, f"The request body {exc}.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    if validator is not None:
+        errors = validation_errors(validator, body)
+        if errors:
+            raise ApiError(422, "The request body is invalid: " + "; ".join(
+                f"{e['path']} {e['message']}" for e in errors[:3]) + ("; ..." if len(errors) > 3 else "."), errors)
+    return body
 
 
 class RequestsInFlight:
@@ -118,14 +118,15 @@ class AccessLog:
 
 class JsonErrors:
     """Every error as a JSON `{"detail": ..., "errors": [...]}` body: mixed into the API handlers and
-    the static file handlers, so no path ever answers an HTML error page."""
+    the static file handlers, so no path ever answers an HTML error page. A RegistryError's status
+    and message are used as they are; anything else is a generic 500 (its traceback logged)."""
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        super().send_error(_expected_status(exc) or status_code, **kwargs)
+        super().send_error(exc.status if isinstance(exc, RegistryError) else status_code, **kwargs)
 
     def log_exception(self, typ, value, tb) -> None:
-        if _expected_status(value) or isinstance(value, HTTPError):
+        if isinstance(value, (RegistryError, HTTPError)):
             return  # an answer, not a failure: the access log has it
         app_log.error("unexpected error in %s %s (id=%s)", self.request.method, self.request.path,
                       getattr(self, "request_id", "-"), exc_info=(typ, value, tb))
@@ -133,13 +134,8 @@ class JsonErrors:
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         errors = None
-        if isinstance(exc, ApiError):
+        if isinstance(exc, RegistryError):
             detail, errors = exc.detail, exc.errors
-        elif _expected_status(exc):
-            detail = str(exc)[:1].upper() + str(exc)[1:] + ("" if str(exc).endswith(".") else ".")
-            errors = getattr(exc, "errors", None)
-            if isinstance(exc, BackupWriteFailed):
-                detail += " Nothing was changed."
         elif status_code < 500:
             detail = _STATUS_DETAILS.get(status_code, self._reason + ".")
         else:
@@ -156,6 +152,34 @@ class JsonErrors:
         self.finish(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
 
 
+class AnnouncesClose:
+    """A response after which the server closes the connection says `Connection: close`: Tornado
+    closes after a response sent before the request was read to its end (from prepare()), and
+    after an HTTP/1.0 request without keep-alive, without saying so."""
+
+    _body_unread = False
+
+    def finish(self, chunk: Any = None):
+        if not self._headers_written and (self._body_unread or closes_after_response(self.request)):
+            self.set_header("Connection", "close")
+        return super().finish(chunk)
+
+
+def check_content_length(request) -> int | None:
+    """The declared body size; a Content-Length that is not ASCII digits is a 400."""
+    declared = request.headers.get("Content-Length")
+    if declared is None:
+        return None
+    if not _DIGITS.fullmatch(declared):
+        raise ApiError(400, "The Content-Length header must be a whole number of bytes.")
+    return int(declared)
+
+
+def closes_after_response(request) -> bool:
+    """An HTTP/1.0 request without keep-alive: Tornado closes after the response without saying so."""
+    return request.version == "HTTP/1.0" and request.headers.get("Connection", "").lower() != "keep-alive"
+
+
 def is_api_path(path: str) -> bool:
     return path == "/api" or path.startswith("/api/")
 
@@ -168,7 +192,7 @@ def refuse_foreign_host(handler: RequestHandler) -> None:
 
 
 @stream_request_body
-class BaseHandler(JsonErrors, RequestHandler):
+class BaseHandler(AnnouncesClose, JsonErrors, RequestHandler):
     """Bodies are streamed so an oversized one is refused (413) without being read."""
 
     def initialize(self) -> None:
@@ -184,13 +208,16 @@ class BaseHandler(JsonErrors, RequestHandler):
             self._in_flight.count -= 1
             self._in_flight = None
 
-    @property
-    def registry(self) -> ProviderRegistry:
-        return self.settings["registry"]
+    def on_connection_close(self) -> None:
+        self.on_finish()  # a client gone mid-request is no longer in flight
 
     @property
-    def checker(self) -> ConnectivityChecker:
-        return self.settings["checker"]
+    def inventory(self) -> Inventory:
+        return self.settings["inventory"]
+
+    @property
+    def probes(self) -> ProbeService:
+        return self.settings["probes"]
 
     @property
     def guard(self) -> RequestGuard:
@@ -220,18 +247,14 @@ class BaseHandler(JsonErrors, RequestHandler):
             refusal = self.guard.origin_refusal(origin, headers.get("Sec-Fetch-Site"), self.request.host)
             if refusal:
                 raise ApiError(403, refusal)
-            if self.request.method == "OPTIONS" and origin is not None and "Access-Control-Request-Method" in headers:
+            if (self.request.method == "OPTIONS" and self.guard.is_listed(origin)
+                    and "Access-Control-Request-Method" in headers):
                 self._answer_preflight()
                 return
             # Auth next, so a client without the token learns nothing else (not even 404 or 413).
             self._check_admin_token()
         self._check_body_headers(json_only=is_api_path(self.request.path))
         self._body_unread = False
-
-    def finish(self, chunk: Any = None):
-        if self._body_unread and not self._headers_written:
-            self.set_header("Connection", "close")
-        return super().finish(chunk)
 
     def _answer_preflight(self) -> None:
         """A CORS preflight of a listed origin (browsers send no credentials on one, so no token)."""
@@ -245,12 +268,10 @@ class BaseHandler(JsonErrors, RequestHandler):
         """Content-Length must be digits (400), at most 1 MiB (413); a body must be JSON (415): a
         cross-origin text/plain POST needs no CORS preflight, a JSON one does."""
         headers = self.request.headers
-        declared = headers.get("Content-Length")
-        if declared is not None and not _DIGITS.fullmatch(declared):
-            raise ApiError(400, "The Content-Length header must be a whole number of bytes.")
-        if declared is not None and int(declared) > MAX_BODY_BYTES:
+        declared = check_content_length(self.request)
+        if declared is not None and declared > MAX_BODY_BYTES:
             raise ApiError(413, _STATUS_DETAILS[413])
-        if json_only and ((declared is not None and int(declared) > 0) or "Transfer-Encoding" in headers):
+        if json_only and (declared or "Transfer-Encoding" in headers):
             media_type = headers.get("Content-Type", "").partition(";")[0].strip().lower()
             if media_type != "application/json":
                 raise ApiError(415, _STATUS_DETAILS[415])
@@ -268,21 +289,13 @@ class BaseHandler(JsonErrors, RequestHandler):
             raise ApiError(413, _STATUS_DETAILS[413])
         return bytes(self._body)
 
-    def json_body(self, validator: Draft202012Validator | None = None) -> Any:
-        """The body parsed as a JSON object (400 otherwise), checked against `validator` (422)."""
-        try:
-            body = parse_json(self.raw_body())
-        except InvalidJson as exc:
-            raise ApiError(400, f"The request body {exc}.") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "The request body must be a JSON object.")
-        if validator is not None:
-            errors = validation_errors(validator, body)
-            if errors:
-                raise ApiError(422, "The request body is invalid: " + "; ".join(
-                    f"{e['path']} {e['message']}" for e in errors[:3]) + ("; ..." if len(errors) > 3 else "."),
-                    errors)
-        return body
+    async def json_body(self, validator: Draft202012Validator | None = None) -> Any:
+        """The body parsed as a JSON object (400 otherwise), checked against `validator` (422). A
+        large body is parsed and checked on a worker thread, so the event loop keeps serving."""
+        raw = self.raw_body()
+        if len(raw) < LARGE_BODY_BYTES:
+            return _checked_json_object(raw, validator)
+        return await asyncio.to_thread(_checked_json_object, raw, validator)
 
     # -- query parameters -------------------------------------------------------------------------
 
@@ -295,16 +308,18 @@ class BaseHandler(JsonErrors, RequestHandler):
             raise ApiError(400, f"Query parameter {name} must be a whole number {bounds}.")
         return int(raw)
 
-    def query_text(self, name: str) -> str | None:
-        """A query parameter exactly as sent (the last one if repeated): Tornado's own getters turn
-        control characters into spaces and strip them, so `?q=%00` would read as no filter at all."""
-        values = self.request.query_arguments.get(name)
-        if not values:
-            return None
+    def query_texts(self, name: str) -> list[str]:
+        """A query parameter's values exactly as sent: Tornado's own getters turn control characters
+        into spaces and strip them, so `?q=%00` would read as no filter at all."""
         try:
-            return values[-1].decode("utf-8")
+            return [value.decode("utf-8") for value in self.request.query_arguments.get(name, [])]
         except UnicodeDecodeError:
             raise ApiError(400, f"Query parameter {name} is not valid UTF-8.") from None
+
+    def query_text(self, name: str) -> str | None:
+        """The last value of a query parameter, exactly as sent (see query_texts)."""
+        values = self.query_texts(name)
+        return values[-1] if values else None
 
     def query_bool(self, name: str) -> bool | None:
         raw = self.get_query_argument(name, None)
@@ -359,21 +374,22 @@ class NotFoundHandler(BaseHandler):
     get = head = post = patch = put = delete = options = not_found
 
 
-class GuardedStaticFileHandler(JsonErrors, StaticFileHandler):
+@stream_request_body
+class GuardedStaticFileHandler(AnnouncesClose, JsonErrors, StaticFileHandler):
     """Static files under the same Host rule as the API, with JSON errors; a path holding a NUL (which
-    the file system cannot name) is simply not found."""
+    the file system cannot name) is simply not found. Bodies are streamed (and dropped) so that a bad
+    Content-Length gets our JSON 400 rather than Tornado's bare one."""
 
     def prepare(self) -> None:
+        self._body_unread = True
         refuse_foreign_host(self)
+        check_content_length(self.request)
+        self._body_unread = False
+
+    def data_received(self, chunk: bytes) -> None:
+        pass  # nothing here reads a body
 
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
         if "\x00" in absolute_path:
             raise HTTPError(404)
         return super().validate_absolute_path(root, absolute_path)
-
-
-def _expected_status(exc: BaseException | None) -> int | None:
-    for cls in type(exc).__mro__ if exc is not None else ():
-        if cls in ERROR_STATUS:
-            return ERROR_STATUS[cls]
-    return None

@@ -9,7 +9,7 @@ import importlib.util
 import os
 from typing import Any
 
-import schemas
+from registry import schemas
 from handlers.base import BaseHandler, GuardedStaticFileHandler
 
 # Located, not imported: the package's Python side (Jinja2, YAML) is not needed to serve its files.

@@ -29,12 +29,12 @@ from typing import Any
 
 import pytest
 
-from config import load_settings
-from crypto import Keyring
+from registry.config import load_settings
+from registry.keyring import Keyring
 from handlers import AccessLog
 from server import build_service, open_runtime, uvloop
 from store.database import connect
-from store.registry import ProviderRegistry
+from registry.inventory import Inventory
 from support.api import Api
 from support.fake_provider import serve_fake_provider, start_threaded_fake_provider
 from support.processes import TEST_SECRET, kill_server_process, start_server_process
@@ -70,9 +70,9 @@ def runtime(env):
 
 @pytest.fixture
 def app(runtime, io_loop):
-    application, prober, _ = build_service(runtime)
+    application, client, _ = build_service(runtime)
     yield application
-    prober.close()
+    client.close()
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def add_foreign_key_provider(runtime):
         conn = connect(runtime.settings.database_path)
         try:
             keyring = Keyring(["a secret this server does not know"])
-            other = ProviderRegistry(conn, keyring, runtime.settings.backup_file)
+            other = Inventory(conn, keyring, runtime.settings.backup_file)
             body = {"name": "Foreign key", "base_url": "https://foreign.example.com/v1",
                     "api_key": "sk-foreign-0123456789"}
             return await other.create({**body, **fields})

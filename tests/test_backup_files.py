@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from support.processes import ROOT, TEST_SECRET, kill_server_process, start_server_process
-from store.backup import BackupWriteFailed, document_parts, write_atomically
+from registry.backup_file import BackupWriteFailed, document_parts, write_atomically
 
 OLD_TEMP_NAME = ".config_backup.json.tmp"
 GUESSABLE_TEMP_NAMES = [OLD_TEMP_NAME, "config_backup.json.tmp", ".config_backup.json.new",
@@ -125,7 +125,8 @@ def test_failed_rename_raises_backup_write_failed_and_leaves_no_temp_file(backup
     for marker in ("secret-marker-1", "secret-marker-2"):
         with pytest.raises(BackupWriteFailed) as raised:
             write_atomically(backup_file, backup_parts(marker))
-        assert str(raised.value) == f"cannot write the backup file {backup_file}: {os.strerror(errno.EISDIR)}"
+        assert str(raised.value) == (f"Cannot write the backup file {backup_file}: {os.strerror(errno.EISDIR)}. "
+                                     "Nothing was changed.")
         assert temp_files(backup_file.parent) == []
     assert sorted(p.name for p in backup_file.parent.iterdir()) == ["config_backup.json"]
 
@@ -133,7 +134,7 @@ def test_failed_rename_raises_backup_write_failed_and_leaves_no_temp_file(backup
 WRITE_PAST_SIZE_LIMIT = """
 import resource, signal, sys
 from pathlib import Path
-from store.backup import BackupWriteFailed, write_atomically
+from registry.backup_file import BackupWriteFailed, write_atomically
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
 try:
@@ -150,7 +151,8 @@ def test_failed_write_raises_backup_write_failed_and_leaves_the_old_file_and_no_
     child = subprocess.run([sys.executable, "-c", WRITE_PAST_SIZE_LIMIT, str(backup_file)], cwd=ROOT,
                            capture_output=True, text=True, timeout=30)
     assert child.returncode == 0, child.stderr
-    assert child.stdout.strip() == f"cannot write the backup file {backup_file}: {os.strerror(errno.EFBIG)}"
+    assert child.stdout.strip() == (f"Cannot write the backup file {backup_file}: {os.strerror(errno.EFBIG)}. "
+                                   "Nothing was changed.")
     assert_backup_is(backup_file, old)
     assert temp_files(backup_file.parent) == []
 
@@ -178,7 +180,7 @@ def test_backup_file_is_0600_whatever_the_umask(backup_file, umask):
 WRITE_IN_A_LOOP = """
 import sys
 from pathlib import Path
-from store.backup import BackupWriteFailed, write_atomically
+from registry.backup_file import BackupWriteFailed, write_atomically
 target, document, iterations = Path(sys.argv[1]), Path(sys.argv[2]).read_bytes(), int(sys.argv[3])
 parts = [document[i:i + 65536] for i in range(0, len(document), 65536)]
 print("ready", flush=True)

@@ -10,11 +10,11 @@ import stat
 
 import pytest
 
-from store import providers as provider_rows
-from store.backup import BackupWriteFailed
+from store import provider_rows
+from registry.backup_file import BackupWriteFailed
 from store.database import connect
-from store.registry import READ_RECHECK_SECONDS
-from store.providers import DuplicateName, ProviderNotFound
+from registry.read_cache import READ_RECHECK_SECONDS
+from registry.errors import Conflict, NotFound
 
 
 pytestmark = pytest.mark.gen_test
@@ -143,7 +143,7 @@ async def test_backup_equals_a_full_export_after_any_mix_of_changes(api, provide
         return json.loads(document_bytes)["providers"]
 
     async def assert_mirrors() -> None:
-        assert providers_in(runtime.settings.backup_file.read_bytes()) == providers_in(runtime.registry.export_json())
+        assert providers_in(runtime.settings.backup_file.read_bytes()) == providers_in(runtime.inventory.export_json())
         # Reads are served from rendered JSON kept between requests: it must match a fresh rendering.
         listed = (await api.get("/api/providers")).json()
         fresh = provider_rows.providers_json(runtime.conn, [p["id"] for p in listed])
@@ -162,7 +162,7 @@ async def test_backup_equals_a_full_export_after_any_mix_of_changes(api, provide
     await api.patch(f"/api/providers/{ids[4]}", json={"name": "late"})  # 409: nothing changes
     await api.delete(f"/api/providers/{ids[3]}")
     await assert_mirrors()
-    document = json.loads(runtime.registry.export_json())
+    document = json.loads(runtime.inventory.export_json())
     document["providers"] = document["providers"][1:]
     await api.post("/api/admin/providers/restore", json=document)
     await api.post("/api/providers", json=provider_body(name="After restore"))
@@ -173,36 +173,36 @@ async def test_backup_equals_a_full_export_after_any_mix_of_changes(api, provide
 # -- group commit -------------------------------------------------------------------------------------
 
 async def test_changes_requested_together_commit_together_and_fail_alone(runtime):
-    registry = runtime.registry
+    inventory = runtime.inventory
     body = {"base_url": "https://group.example.com"}
-    first, duplicate, third = (registry.create({**body, "name": name}) for name in ("Grouped", "GROUPED", "Third"))
+    first, duplicate, third = (inventory.create({**body, "name": name}) for name in ("Grouped", "GROUPED", "Third"))
     outcomes = await asyncio.gather(first, duplicate, third, return_exceptions=True)
     assert isinstance(outcomes[0], int) and isinstance(outcomes[2], int)
-    assert isinstance(outcomes[1], DuplicateName)
+    assert isinstance(outcomes[1], Conflict) and "already exists" in outcomes[1].detail
     names = [p["name"] for p in json.loads(runtime.settings.backup_file.read_text())["providers"]]
     assert names == ["Grouped", "Third"]
-    assert [p.name for p in registry.list()] == ["Grouped", "Third"]
+    assert [p.name for p in inventory.list()] == ["Grouped", "Third"]
 
 
 async def test_a_group_whose_changes_all_fail_leaves_the_backup_untouched(runtime):
-    await runtime.registry.create({"name": "Only", "base_url": "https://x.example.com"})
+    await runtime.inventory.create({"name": "Only", "base_url": "https://x.example.com"})
     before = runtime.settings.backup_file.read_bytes()
-    outcomes = await asyncio.gather(*(runtime.registry.create({"name": "only", "base_url": "https://y.example.com"})
-                                      for _ in range(3)), runtime.registry.delete(404), return_exceptions=True)
-    assert [type(o) for o in outcomes] == [DuplicateName] * 3 + [ProviderNotFound]
+    outcomes = await asyncio.gather(*(runtime.inventory.create({"name": "only", "base_url": "https://y.example.com"})
+                                      for _ in range(3)), runtime.inventory.delete(404), return_exceptions=True)
+    assert [type(o) for o in outcomes] == [Conflict] * 3 + [NotFound]
     assert runtime.settings.backup_file.read_bytes() == before
 
 
 async def test_a_group_that_cannot_be_mirrored_fails_as_a_whole(runtime):
-    await runtime.registry.create({"name": "Before", "base_url": "https://x.example.com"})
+    await runtime.inventory.create({"name": "Before", "base_url": "https://x.example.com"})
     backup_file = runtime.settings.backup_file
     backup_file.unlink()
     backup_file.mkdir()
     (backup_file / "blocker").write_text("x")
-    outcomes = await asyncio.gather(*(runtime.registry.create({"name": f"Lost {i}", "base_url": "https://x.example.com"})
+    outcomes = await asyncio.gather(*(runtime.inventory.create({"name": f"Lost {i}", "base_url": "https://x.example.com"})
                                       for i in range(3)), return_exceptions=True)
     assert all(isinstance(o, BackupWriteFailed) for o in outcomes)
-    assert [p.name for p in runtime.registry.list()] == ["Before"]
+    assert [p.name for p in runtime.inventory.list()] == ["Before"]
 
 
 async def test_concurrent_api_writes_all_land_in_database_and_backup(api, provider_body, runtime):

@@ -9,7 +9,7 @@ import pytest
 
 from support.api import http_json
 from support.processes import run_cli
-from crypto import Keyring
+from registry.keyring import Keyring
 
 SECRET = "cli-secret"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, is_loopback_host, load_settings, parse_database_url, read_environment
+from registry.config import ConfigError, is_loopback_host, load_settings, parse_database_url, read_environment
 
 
 def test_defaults_with_an_empty_environment():
@@ -19,7 +19,7 @@ def test_defaults_with_an_empty_environment():
     assert settings.admin_token is None
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
     assert settings.test_concurrency == 20
-    assert settings.check_interval_seconds == 0
+    assert settings.probe_interval_seconds == 0
 
 
 @pytest.mark.parametrize("url, path", [

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from support.processes import ServerProcess
-from http_listener import PAUSE_SECONDS, add_accept_handler
+from handlers.listener import PAUSE_SECONDS, add_accept_handler
 
 PING = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 PARTIAL_PING = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # no blank line: the headers never end

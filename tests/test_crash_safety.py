@@ -12,7 +12,7 @@ import time
 import pytest
 
 from support.api import http_json
-from crypto import Keyring
+from registry.keyring import Keyring
 
 SECRET = "crash-secret"
 

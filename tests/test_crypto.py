@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from crypto import Keyring, SecretFileError, UndecryptableKey, derive_fernet_key, load_or_create_secret
+from registry.keyring import Keyring, SecretFileError, UndecryptableKey, derive_fernet_key, load_or_create_secret
 
 
 def test_keys_round_trip_and_ciphertext_hides_the_key():

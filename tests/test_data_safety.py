@@ -16,7 +16,7 @@ import pytest
 
 from support.api import http_json
 from support.processes import ROOT, TEST_SECRET, clean_environment, run_cli
-from crypto import Keyring
+from registry.keyring import Keyring
 
 KEY = "sk-pending-0123456789abcdef"
 
@@ -32,7 +32,7 @@ def backup_document(keyring: Keyring, count: int) -> dict:
 @pytest.fixture
 def held_backup(runtime) -> bytes:
     """A backup file holding 3 providers beside the (empty) database, written before the app starts."""
-    data = json.dumps(backup_document(runtime.registry.keyring, 3)).encode()
+    data = json.dumps(backup_document(runtime.inventory.keyring, 3)).encode()
     runtime.settings.backup_file.write_bytes(data)
     return data
 
@@ -70,7 +70,7 @@ async def test_an_empty_database_next_to_a_backup_refuses_every_write_but_a_rest
 
 @pytest.mark.gen_test(timeout=30)
 async def test_restoring_any_valid_document_ends_restore_pending(held_backup, api, provider_body, runtime):
-    other = backup_document(runtime.registry.keyring, 1)
+    other = backup_document(runtime.inventory.keyring, 1)
     assert (await api.post("/api/admin/providers/restore", json=other)).json() == {"restored": 1}
     assert (await api.post("/api/providers", json=provider_body())).code == 201
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from support.api import http_json
 from support.fake_provider import start_threaded_fake_provider
 from support.processes import kill_server_process, start_server_process
-from schemas import provider_create_validator
+from registry.schemas import provider_create_validator
 
 TOKEN = "fuzz-token-0123456789"
 PROBING = r"^.*(/test|/test-connection|/models/discover|/models/sync)$"

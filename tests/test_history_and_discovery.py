@@ -48,7 +48,7 @@ async def test_history_lists_results_newest_first_with_a_summary(api, fake_provi
 async def test_history_summary_percentiles_over_the_returned_window(api, fake_provider, runtime):
     provider = await add(api, fake_provider)
     for latency in range(1, 21):  # 1..20 ms, oldest first
-        await runtime.registry.record_probe_results({provider["id"]: result("online" if latency % 4 else "offline",
+        await runtime.inventory.record_probe_results({provider["id"]: result("online" if latency % 4 else "offline",
                                                                      float(latency))})
     summary = (await api.get(f"/api/providers/{provider['id']}/tests")).json()["summary"]
     assert summary == {"count": 20, "online_pct": 75.0, "p50_ms": 10.5, "p95_ms": 19.05}
@@ -62,7 +62,7 @@ async def test_history_summary_percentiles_over_the_returned_window(api, fake_pr
 async def test_history_keeps_the_last_hundred(api, fake_provider, runtime):
     provider = await add(api, fake_provider)
     for i in range(105):
-        await runtime.registry.record_probe_results({provider["id"]: result("online", float(i))})
+        await runtime.inventory.record_probe_results({provider["id"]: result("online", float(i))})
     history = (await api.get(f"/api/providers/{provider['id']}/tests?limit=1000")).json()
     assert history["summary"]["count"] == 100
     assert history["results"][0]["latency_ms"] == 104.0
@@ -208,8 +208,8 @@ async def test_a_second_bulk_test_while_one_runs_is_409(api, fake_provider):
 async def test_manual_bulk_test_during_a_scheduled_run_is_409(api, fake_provider, app):
     fake_provider.answer("/v1/models", body={"data": []}, delay=0.6)
     provider = await add(api, fake_provider)
-    checker = app.settings["checker"]
-    checker.start_schedule(0.1)
+    probes = app.settings["probes"]
+    probes.start_schedule(0.1)
     try:
         deadline = time.monotonic() + 5
         while not fake_provider.requests and time.monotonic() < deadline:
@@ -217,7 +217,7 @@ async def test_manual_bulk_test_during_a_scheduled_run_is_409(api, fake_provider
         assert fake_provider.requests, "the scheduled run did not start"
         assert (await api.post("/api/providers/test")).code == 409
     finally:
-        await checker.stop_schedule()
+        await probes.stop_schedule()
     assert (await api.post("/api/providers/test")).code == 200  # a cancelled run releases the lock
     assert (await api.get(f"/api/providers/{provider['id']}/tests")).json()["summary"]["count"] >= 1
 
@@ -235,4 +235,4 @@ def test_server_runs_scheduled_checks_into_history_and_last_test(run_server, thr
     assert len(history["results"]) >= 2
     assert http_json("GET", f"{server.url}/api/providers/{provider['id']}")[1]["last_test"]["status"] == "online"
     assert server.stop() == 0  # the timer does not hold up shutdown
-    assert "scheduled check" in server.log()
+    assert "scheduled probe" in server.log()

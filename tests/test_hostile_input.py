@@ -11,7 +11,7 @@ import unicodedata
 import jsonschema._utils
 import pytest
 
-import schemas
+from registry import schemas
 
 pytestmark = pytest.mark.gen_test(timeout=60)
 
@@ -64,7 +64,7 @@ async def test_a_stored_key_with_a_line_break_gives_an_error_result_not_a_500(ap
     good = (await api.post("/api/providers", json={"name": "Good", "base_url": fake_provider.url + "/v1",
                                                    "api_key": "sk-good-0123456789"})).json()
     # Stored through the registry itself, as a release without the key rule would have stored it.
-    bad_id = await runtime.registry.create({"name": "Bad key", "base_url": fake_provider.url + "/v1", "api_key": key})
+    bad_id = await runtime.inventory.create({"name": "Bad key", "base_url": fake_provider.url + "/v1", "api_key": key})
 
     single = await api.post(f"/api/providers/{bad_id}/test")
     assert single.code == 200

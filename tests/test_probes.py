@@ -10,6 +10,7 @@ import time
 import pytest
 from tornado.tcpserver import TCPServer
 
+from registry.probes import ProbeTarget, probe_request
 from support.processes import closed_port
 from support.waiting import wait_until
 
@@ -266,8 +267,7 @@ async def test_non_ascii_path_and_query_are_percent_encoded(api, fake_provider):
     ("https://EXAMPLE.com/v1?tenant=a", "https://example.com/v1/models?tenant=a&api-version=2024-10-21"),
 ])
 def test_probe_urls_are_ascii_with_idna_hosts(base_url, expected):
-    from probe import ProbeTarget, probe_url_and_headers
-    assert probe_url_and_headers(ProbeTarget("azure", base_url.rstrip("/"), "k"))[0] == expected
+    assert probe_request(ProbeTarget("azure", base_url.rstrip("/"), "k"))[0] == expected
 
 
 @pytest.mark.env(BACKEND_TEST_CONCURRENCY="10")

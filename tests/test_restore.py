@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from crypto import Keyring
+from registry.keyring import Keyring
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 
@@ -41,7 +41,7 @@ async def test_export_is_the_backup_document_with_ciphertext_keys(api, fake_prov
     assert document["providers"][0]["last_test"] == listing[0]["last_test"]
     for record in document["providers"]:
         assert KEY not in record["api_key"]
-        assert runtime.registry.keyring.decrypt(record["api_key"]).startswith(KEY)
+        assert runtime.inventory.keyring.decrypt(record["api_key"]).startswith(KEY)
     on_disk = json.loads(runtime.settings.backup_file.read_text())
     assert on_disk["providers"] == document["providers"]
 
@@ -189,7 +189,7 @@ async def test_invalid_json_body_is_400(api):
 async def test_dry_run_reports_the_diff_and_changes_nothing(api, fake_provider, runtime):
     listing = await seed(api, fake_provider)
     document = (await api.get("/api/admin/providers/export")).json()
-    keyring = runtime.registry.keyring
+    keyring = runtime.inventory.keyring
     # Changes after the export: the restore would undo them.
     await api.patch(f"/api/providers/{listing[0]['id']}", json={"models": ["changed"], "api_key": "sk-new-key-999999"})
     await api.delete(f"/api/providers/{listing[2]['id']}")

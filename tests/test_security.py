@@ -10,7 +10,7 @@ import re
 import pytest
 from jsonschema import Draft202012Validator
 
-import schemas
+from registry import schemas
 from handlers import AccessLog
 from handlers.docs import build_openapi
 

@@ -1,4 +1,4 @@
-"""The JSON backup document: build it, write it atomically, read and check it before a restore."""
+"""The JSON backup file: the document's parts, written atomically; read back and parsed."""
 
 from __future__ import annotations
 
@@ -10,38 +10,16 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from crypto import Keyring
-from schemas import (BACKUP_FORMAT, BACKUP_VERSION, InvalidJson, backup_document_validator, normalize_name,
-                     parse_json, validation_errors)
-from store.providers import name_key
-from timestamps import utc_timestamp
+from registry.errors import BadRequest, Failed
+from registry.schemas import BACKUP_FORMAT, BACKUP_VERSION, InvalidJson, parse_json
+from registry.timestamps import utc_timestamp
 
 
-class BackupError(Exception):
-    """A backup cannot be used; the message names the problem (and never a key)."""
-
-
-class BackupUnreadable(BackupError):
+class BackupUnreadable(BadRequest):
     """Missing, unreadable, not UTF-8 or not JSON (e.g. truncated)."""
 
 
-class BackupInvalid(BackupError):
-    """Valid JSON that is not a usable backup document; `errors` has one entry per problem."""
-
-    def __init__(self, message: str, errors: list[dict[str, str]]):
-        super().__init__(message)
-        self.errors = errors
-
-
-class BackupDuplicates(BackupInvalid):
-    """Two providers in the document share an id or a name: it cannot be restored as it is."""
-
-
-class BackupKeysUndecryptable(BackupError):
-    """Keys in the document that no configured secret decrypts (a backup from another secret)."""
-
-
-class BackupWriteFailed(BackupError):
+class BackupWriteFailed(Failed):
     """The backup file cannot be written; the message names its path and the OS reason."""
 
 
@@ -128,7 +106,8 @@ def make_private_directories(directory: Path) -> None:
 
 
 def _write_failed(path: Path, exc: OSError) -> BackupWriteFailed:
-    return BackupWriteFailed(f"cannot write the backup file {path}: {exc.strerror or type(exc).__name__}")
+    return BackupWriteFailed(f"Cannot write the backup file {path}: {exc.strerror or type(exc).__name__}. "
+                             "Nothing was changed.")
 
 
 def _write_all(fd: int, parts: list[bytes]) -> None:
@@ -146,60 +125,16 @@ def read_backup_file(path: Path) -> Any:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise BackupUnreadable(f"the backup file {path} does not exist") from None
+        raise BackupUnreadable(f"The backup file {path} does not exist.") from None
     except OSError as exc:
-        raise BackupUnreadable(f"cannot read the backup file {path}: {exc.strerror}") from None
+        raise BackupUnreadable(f"Cannot read the backup file {path}: {exc.strerror}.") from None
     return parse_document(data, source=f"the backup file {path}")
 
 
 def parse_document(data: bytes, source: str = "the backup document") -> Any:
     if not data.strip():
-        raise BackupUnreadable(f"{source} is empty")
+        raise BackupUnreadable(f"{source[:1].upper()}{source[1:]} is empty.")
     try:
         return parse_json(data)
     except InvalidJson as exc:
-        raise BackupUnreadable(f"{source} {exc} (truncated or corrupted?)") from None
-
-
-def check_document(document: Any, keyring: Keyring) -> list[dict[str, Any]]:
-    """Everything a restore checks before touching anything; returns the provider records.
-
-    The schema (format, version, every field), unique ids and names, and that every key decrypts
-    with the current secrets.
-    """
-    errors = validation_errors(backup_document_validator, document)
-    if not errors and isinstance(document["version"], float):  # JSON Schema's const also takes 1.0
-        errors = [{"path": "/version", "message": f"must be {BACKUP_VERSION!r}"}]
-    if errors:
-        if isinstance(document, dict) and document.get("format") != BACKUP_FORMAT:
-            message = f"this is not a {BACKUP_FORMAT} document"
-        elif isinstance(document, dict) and document.get("version") != BACKUP_VERSION:
-            message = f"unsupported backup version {document.get('version')!r}; this release reads version 1"
-        else:
-            message = f"the backup document is invalid ({len(errors)} problem{'s' * (len(errors) > 1)})"
-        raise BackupInvalid(message, errors)
-    records = [{**record, "name": normalize_name(record["name"])} for record in document["providers"]]
-    errors = _duplicates(records, "id", lambda r: r["id"]) + _duplicates(records, "name", lambda r: name_key(r["name"]))
-    if errors:
-        raise BackupDuplicates("the backup document repeats an id or a name", errors)
-    undecryptable = [r["name"] for r in records if r["api_key"] is not None and not keyring.can_decrypt(r["api_key"])]
-    if undecryptable:
-        raise BackupKeysUndecryptable(
-            "the API keys of " + ", ".join(repr(n) for n in undecryptable[:10])
-            + (f" and {len(undecryptable) - 10} more" if len(undecryptable) > 10 else "")
-            + " cannot be decrypted with the configured secrets (a backup made under another secret? "
-              "add that secret to BACKEND_API_KEY_SECRET)")
-    return records
-
-
-def _duplicates(records: list[dict], field: str, key) -> list[dict[str, str]]:
-    seen: dict[Any, int] = {}
-    errors = []
-    for index, record in enumerate(records):
-        value = key(record)
-        if value in seen:
-            errors.append({"path": f"/providers/{index}/{field}",
-                           "message": f"repeats the {field} of /providers/{seen[value]}"})
-        else:
-            seen[value] = index
-    return errors
+        raise BackupUnreadable(f"{source[:1].upper()}{source[1:]} {exc} (truncated or corrupted?).") from None

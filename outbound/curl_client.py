@@ -1,9 +1,5 @@
-"""How probes go out: Tornado's curl client, and what curl's failures mean to a user.
-
-`probe.py` imports this on the first probe, not at start-up: pycurl brings its own libcurl and
-OpenSSL, ~6 MB of resident memory (12 % of an idle server) that a registry nobody probes need
-not carry. The import takes ~8 ms, once.
-"""
+"""Tornado's curl client, and what curl's failures mean to a user (imported by `client.py` on the
+first request)."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ import pycurl
 from tornado.curl_httpclient import CurlAsyncHTTPClient, CurlError
 from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
 
-from probe import TransportFailure
+from outbound.answers import TransportFailure
 
 _OFFLINE_DETAILS = {
     pycurl.E_COULDNT_CONNECT: "connection refused",
@@ -43,7 +39,8 @@ class CurlTransport:
         try:
             return await self._client.fetch(request, raise_error=False)
         except CurlError as exc:
-            raise TransportFailure(self._detail(exc), exc.response) from None
+            time_info = exc.response.time_info if exc.response is not None else {}
+            raise TransportFailure(self._detail(exc), time_info) from None
 
     def close(self) -> None:
         self._client.close()

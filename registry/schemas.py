@@ -10,14 +10,16 @@ import itertools
 import json
 import math
 import re
-import unicodedata
 from datetime import datetime
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError, _keywords, validators
 
-PROVIDER_TYPES = ["openai", "anthropic", "gemini", "azure", "ollama"]
+from registry.fields import MAX_MODEL_LENGTH, MAX_MODELS, PROVIDER_DEFAULTS, WHITESPACE
+from registry.provider_types import PROVIDER_TYPES
+from store.provider_rows import MAX_ID
+
 # Real calendar dates only (no February 31st, February 29th in leap years), year 0001 and later;
 # [0-9], not \d: Python's \d also matches other scripts' digits.
 _YEAR = "(?:[0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)"
@@ -26,7 +28,6 @@ _MONTH_DAY = ("(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?
               "|02-(?:0[1-9]|1[0-9]|2[0-8]))")
 TIMESTAMP_PATTERN = (f"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
                      r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?Z$")
-MAX_ID = 2**53 - 1  # the largest integer JSON (and JavaScript) carries exactly
 
 _format_checker = FormatChecker(formats=())
 
@@ -59,10 +60,6 @@ def is_provider_base_url(value: object) -> bool:
             and "@" not in parts.netloc and "#" not in value)
 
 
-# What "trimming" removes: exactly the characters of JavaScript's \s (the regex dialect of JSON
-# Schema), listed explicitly so Python's re, ECMA-262 regexes and str.strip(WHITESPACE) all agree.
-WHITESPACE = "\t\n\x0b\x0c\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
-             "\u2028\u2029\u202f\u205f\u3000\ufeff"
 _WS_CHARS = "".join(f"\\u{ord(c):04x}" for c in WHITESPACE)
 _CONTROL_CHARS = "\\u0000-\\u001f\\u007f-\\u009f"  # Unicode category Cc
 _WS = f"[{_WS_CHARS}]"
@@ -74,25 +71,17 @@ NAME = {"type": "string", "maxLength": 1000,
                        "case-insensitively (after Unicode NFC normalisation); stored trimmed and NFC-normalised."}
 TRIMMED_NAME = {"type": "string", "minLength": 1, "maxLength": 100,
                 "pattern": f"^{_NAME_EDGE}(?:{_NAME_INNER}*{_NAME_EDGE})?$"}
-PROVIDER_TYPE = {"type": "string", "enum": PROVIDER_TYPES}
+PROVIDER_TYPE = {"type": "string", "enum": list(PROVIDER_TYPES),
+                 "description": "; ".join(f"{t.name}: {t.label}" for t in PROVIDER_TYPES.values())}
 BASE_URL = {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
             "description": "Absolute http/https URL with a host, no user-info, no fragment; a trailing / is dropped."}
 # Keys are opaque, but they travel in an HTTP header: printable ASCII only (a CR/LF would inject
 # headers into the probe, and curl sends header lines as ASCII), no space at either end.
 API_KEY = {"type": ["string", "null"], "minLength": 1, "maxLength": 4096, "pattern": "^[!-~](?:[ -~]*[!-~])?$",
            "description": "Write-only; printable ASCII without a space at either end. null removes the key."}
-MODELS = {"type": "array", "maxItems": 1000, "uniqueItems": True,
-          "items": {"type": "string", "minLength": 1, "maxLength": 200}}
+MODELS = {"type": "array", "maxItems": MAX_MODELS, "uniqueItems": True,
+          "items": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_LENGTH}}
 IS_ACTIVE = {"type": "boolean"}
-
-# What a create body means for the fields it leaves out (also the schemas' documented defaults).
-PROVIDER_DEFAULTS = {"type": "openai", "api_key": None, "models": [], "is_active": True}
-
-
-def with_defaults(body: dict[str, Any]) -> dict[str, Any]:
-    """A validated create body with every optional field filled in."""
-    return {**PROVIDER_DEFAULTS, **body}
-
 
 _WRITABLE = {"name": NAME, "type": PROVIDER_TYPE, "base_url": BASE_URL, "api_key": API_KEY,
              "models": MODELS, "is_active": IS_ACTIVE}
@@ -343,12 +332,6 @@ def _finite_int(text: str) -> int:
         except OverflowError:
             raise _NumberTooLarge() from None
     return value
-
-
-def normalize_name(name: str) -> str:
-    """A provider name as stored and compared: trimmed, Unicode NFC (so a composed and a decomposed
-    "Café" are one name)."""
-    return unicodedata.normalize("NFC", name.strip(WHITESPACE))
 
 
 MAX_REPORTED_ERRORS = 100

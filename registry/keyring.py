@@ -17,12 +17,14 @@ from typing import Sequence
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from registry.errors import Conflict
+
 # Fixed salt: the same secret must derive the same key on every instance that restores a backup.
 _KDF_SALT = b"provider-registry/api-key/v1"
 _PREVIEW_MIN_LENGTH = 12
 
 
-class UndecryptableKey(Exception):
+class UndecryptableKey(Conflict):
     """No configured secret decrypts this ciphertext (wrong secret, or the data was altered)."""
 
     def __init__(self) -> None:
@@ -85,8 +87,7 @@ class Keyring:
     def preview(self, ciphertext: str | None) -> str | None:
         """'…' plus the last four characters of a key of 12+ characters, a bare '…' for a shorter
         one, None without a key or when it cannot be decrypted. Not cached here: it is part of the
-        provider JSON the registry keeps rendered, so a key is decrypted (~10 µs) only when that
-        JSON is rendered again."""
+        provider JSON the read cache keeps, so a key is decrypted only when that JSON is rendered."""
         if ciphertext is None:
             return None
         try:

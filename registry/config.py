@@ -39,7 +39,7 @@ class Settings:
     host: str
     port: int
     test_concurrency: int
-    check_interval_seconds: float
+    probe_interval_seconds: float
     # Origins (scheme://host[:port]) whose browser pages may call the API, with CORS.
     allowed_origins: frozenset[str] = frozenset()
     # Host names the API answers to besides loopback ones; None = any (only with an admin token).
@@ -60,9 +60,10 @@ def load_settings(env: Mapping[str, str], host: str | None = None, port: int | N
     database_path = parse_database_url(env.get("BACKEND_DATABASE_URL") or DEFAULT_DATABASE_URL)
     secrets = tuple(s.strip() for s in env.get("BACKEND_API_KEY_SECRET", "").split(",") if s.strip())
     token = env.get("BACKEND_ADMIN_TOKEN") or None
-    if token is not None and (len(token) < MIN_ADMIN_TOKEN_LENGTH or any(c.isspace() for c in token)):
+    if token is not None and (len(token) < MIN_ADMIN_TOKEN_LENGTH or not re.fullmatch(r"[!-~]+", token)):
         raise ConfigError(
-            f"BACKEND_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters without whitespace "
+            f"BACKEND_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters of printable ASCII without "
+            "whitespace (a header carries it) "
             "(e.g. BACKEND_ADMIN_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))'))")
     settings = Settings(
         database_path=database_path,
@@ -74,7 +75,7 @@ def load_settings(env: Mapping[str, str], host: str | None = None, port: int | N
         host=host or env.get("BACKEND_HOST") or "127.0.0.1",
         port=port if port is not None else _number(env, "BACKEND_PORT", "8000", int, minimum=1, maximum=65535),
         test_concurrency=_number(env, "BACKEND_TEST_CONCURRENCY", "20", int, minimum=1, maximum=1000),
-        check_interval_seconds=_number(env, "BACKEND_CHECK_INTERVAL_SECONDS", "0", float, minimum=0),
+        probe_interval_seconds=_number(env, "BACKEND_CHECK_INTERVAL_SECONDS", "0", float, minimum=0),
         allowed_origins=parse_allowed_origins(env.get("BACKEND_ALLOWED_ORIGINS", "")),
         allowed_hosts=parse_allowed_hosts(env.get("BACKEND_ALLOWED_HOSTS", "")),
         idle_timeout_seconds=_number(env, "BACKEND_IDLE_TIMEOUT_SECONDS", "75", float, minimum=0.001),

@@ -1,4 +1,4 @@
-"""SQL for the `providers` and `probe_results` tables. Callers own the transaction.
+"""SQL for the `providers` table. Callers own the transaction.
 
 Rows become `Provider` objects in `_provider_from_row` only. Values are always bound parameters;
 the only dynamic SQL is column names taken from the `_COLUMNS` whitelist.
@@ -10,15 +10,15 @@ import json
 import sqlite3
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-HISTORY_KEPT_PER_PROVIDER = 100
 MAX_ID = 2**53 - 1  # every id must survive JSON and JavaScript exactly
 
 
 class IdsExhausted(Exception):
     def __init__(self) -> None:
-        super().__init__(f"no provider id is left: ids go up to {MAX_ID}, and a restore used the highest")
+        super().__init__(f"no provider id is left: ids go up to {MAX_ID}")
+        self.max_id = MAX_ID
 
 
 class ProviderNotFound(Exception):
@@ -83,7 +83,7 @@ _COLUMNS = {
 # listing 100 providers (or writing the backup of 1,000) this way is about five times faster than
 # mapping rows to objects and json.dumps-ing them, and holds no Python object per provider.
 # models and last_test are stored as JSON text, json() embeds them as JSON. api_key_preview() is a
-# SQL function the registry registers on the connection (it needs the keyring). CAST(... AS BLOB)
+# SQL function: `connect()` registers one that answers null, `use_key_preview` one that reads keys. CAST(... AS BLOB)
 # hands the JSON over as UTF-8 bytes, ready to send or write, and half the size of a Python str that
 # holds a non-Latin-1 character such as the preview's "…".
 _BOOLEAN = "json(CASE WHEN {} THEN 'true' ELSE 'false' END)"
@@ -97,6 +97,11 @@ _BACKUP_JSON = (
     "CAST(json_object('id', id, 'name', name, 'type', type, 'base_url', base_url, 'api_key', api_key_ciphertext, "
     f"'models', json(models), 'is_active', {_BOOLEAN.format('is_active')}, "
     "'created_at', created_at, 'updated_at', updated_at, 'last_test', json(last_test)) AS BLOB)")
+
+
+def use_key_preview(conn: sqlite3.Connection, preview: Callable[[str | None], str | None]) -> None:
+    """Render `api_key_preview` in provider JSON with `preview(ciphertext)` on this connection."""
+    conn.create_function("api_key_preview", 1, preview, deterministic=True)
 
 
 def _provider_from_row(row: sqlite3.Row | tuple) -> Provider:
@@ -224,24 +229,10 @@ def delete_all_providers(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM providers")
 
 
-def add_probe_result(conn: sqlite3.Connection, provider_id: int, result: dict[str, Any]) -> None:
-    """Store `result` as the provider's last test, append it to its history and trim the history."""
-    encoded = json.dumps(result, ensure_ascii=False)
-    if conn.execute("UPDATE providers SET last_test = ? WHERE id = ?", (encoded, provider_id)).rowcount == 0:
-        raise ProviderNotFound(provider_id)
-    conn.execute("INSERT INTO probe_results (provider_id, checked_at, result) VALUES (?, ?, ?)",
-                 (provider_id, result["checked_at"], encoded))
-    conn.execute("DELETE FROM probe_results WHERE provider_id = ? AND id <= ("
-                 "SELECT id FROM probe_results WHERE provider_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                 (provider_id, provider_id, HISTORY_KEPT_PER_PROVIDER))
-
-
-def probe_history(conn: sqlite3.Connection, provider_id: int, limit: int) -> list[dict[str, Any]]:
-    """The provider's latest results, newest first."""
-    get_provider(conn, provider_id)
-    rows = conn.execute("SELECT result FROM probe_results WHERE provider_id = ? ORDER BY id DESC LIMIT ?",
-                        (provider_id, min(limit, HISTORY_KEPT_PER_PROVIDER)))
-    return [json.loads(r[0]) for r in rows]
+def restart_id_sequence(conn: sqlite3.Connection) -> None:
+    """Make the next new id follow the highest id present (after a restore replaced them all)."""
+    conn.execute("UPDATE sqlite_sequence SET seq = (SELECT coalesce(max(id), 0) FROM providers) "
+                 "WHERE name = 'providers'")
 
 
 def provider_count(conn: sqlite3.Connection) -> int:

@@ -1,0 +1,73 @@
+"""The one outbound HTTP client of the process: a GET with a timeout, no redirects followed, on a
+fresh connection, its body kept up to a limit, curl's phase timings attached.
+
+The curl client itself (`curl_client.py`) is imported on the first request, not at start-up:
+pycurl brings its own libcurl and OpenSSL, resident memory a registry nobody probes need not carry.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from tornado.httpclient import HTTPRequest
+
+from outbound.answers import Answer, RequestNotSent, TransportFailure
+from outbound.timings import curl_timings
+
+if TYPE_CHECKING:
+    from outbound.curl_client import CurlTransport
+
+# A model list is small; anything past this is not kept in memory (nor parsed).
+MAX_BODY_BYTES = 4 * 1024 * 1024
+USER_AGENT = "provider-registry/1.0"
+
+
+class OutboundClient:
+    def __init__(self, timeout_seconds: float, max_clients: int):
+        self.timeout_seconds = timeout_seconds
+        self.max_clients = max_clients
+        self._transport: CurlTransport | None = None
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    async def get(self, url: str, headers: dict[str, str]) -> Answer:
+        """The answer, whatever its status; raises TransportFailure (no answer) or RequestNotSent."""
+        body = bytearray()
+        overflow = False
+
+        def collect(chunk: bytes) -> None:
+            nonlocal overflow
+            if len(body) + len(chunk) > MAX_BODY_BYTES:
+                overflow = True
+            elif not overflow:
+                body.extend(chunk)
+
+        request = HTTPRequest(url, method="GET", headers={"User-Agent": USER_AGENT, **headers},
+                              follow_redirects=False, connect_timeout=self.timeout_seconds,
+                              request_timeout=self.timeout_seconds, streaming_callback=collect)
+        tls = url.lower().startswith("https:")
+        transport = self._open_transport()
+        started = time.monotonic()
+        try:
+            response = await transport.fetch(request)
+        except (ValueError, TypeError, UnicodeError):
+            raise RequestNotSent("the request could not be built from the provider's settings") from None
+        except TransportFailure as failure:
+            raise TransportFailure(failure.detail, curl_timings(failure.timings, tls), _ms_since(started)) from None
+        return Answer(code=response.code, reason=response.reason or "", location=response.headers.get("Location"),
+                      body=None if overflow else bytes(body), timings=curl_timings(response.time_info, tls),
+                      elapsed_ms=_ms_since(started))
+
+    def _open_transport(self) -> CurlTransport:
+        if self._transport is None:
+            from outbound.curl_client import CurlTransport  # here, not at start-up: see the module docstring
+            self._transport = CurlTransport(self.timeout_seconds, self.max_clients)
+        return self._transport
+
+
+def _ms_since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 3)

@@ -1,0 +1,69 @@
+"""The provider types: one table that validation, probes, OpenAPI and the admin page all read.
+
+Adding a type is one entry in `PROVIDER_TYPES` (the database keeps no list of types).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ProviderType:
+    name: str
+    label: str
+    base_url_hint: str
+    # The probe (and model discovery): GET {base_url}{probe_path}?{probe_query}.
+    probe_path: str
+    probe_query: str = ""
+    # How the key travels: header name, and the value with "{key}" where the key goes.
+    key_header: str = "Authorization"
+    key_format: str = "Bearer {key}"
+    # Headers the type always needs, key or not.
+    fixed_headers: dict[str, str] = field(default_factory=dict)
+    # Where the model list is in an answer: data[].id or models[].name, and a prefix to drop.
+    model_list_key: str = "data"
+    model_id_key: str = "id"
+    model_id_prefix: str = ""
+
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
+        """The headers a request to this type authenticates with (the fixed ones without a key)."""
+        headers = dict(self.fixed_headers)
+        if api_key:
+            headers[self.key_header] = self.key_format.format(key=api_key)
+        return headers
+
+    def offered_models(self, body: bytes) -> list[str] | None:
+        """The model ids an answer to the probe lists, or None when it has no list in this type's shape."""
+        entries = _list_in(body, self.model_list_key)
+        if entries is None:
+            return None
+        key = self.model_id_key
+        ids = [e[key] for e in entries if isinstance(e, dict) and isinstance(e.get(key), str)]
+        return list(dict.fromkeys(i.removeprefix(self.model_id_prefix) for i in ids))
+
+
+def _list_in(body: bytes, key: str) -> list[Any] | None:
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeError, RecursionError):
+        return None
+    entries = document.get(key) if isinstance(document, dict) else None
+    return entries if isinstance(entries, list) else None
+
+
+PROVIDER_TYPES: dict[str, ProviderType] = {t.name: t for t in (
+    ProviderType("openai", "OpenAI-compatible", "https://api.openai.com/v1", probe_path="/models"),
+    ProviderType("anthropic", "Anthropic", "https://api.anthropic.com/v1", probe_path="/models",
+                 key_header="x-api-key", key_format="{key}", fixed_headers={"anthropic-version": "2023-06-01"}),
+    ProviderType("gemini", "Google Gemini", "https://generativelanguage.googleapis.com/v1beta", probe_path="/models",
+                 key_header="x-goog-api-key", key_format="{key}", model_list_key="models", model_id_key="name",
+                 model_id_prefix="models/"),
+    ProviderType("azure", "Azure OpenAI", "https://YOUR-RESOURCE.openai.azure.com/openai", probe_path="/models",
+                 probe_query="api-version=2024-10-21", key_header="api-key", key_format="{key}"),
+    ProviderType("ollama", "Ollama", "http://127.0.0.1:11434", probe_path="/api/tags", model_list_key="models",
+                 model_id_key="name"),
+)}
+DEFAULT_TYPE = "openai"

@@ -1,0 +1,42 @@
+"""Text that came from an upstream (a reason phrase, a redirect target, a model id) may quote the
+key it was sent: before it is shown or stored, every piece of 8+ characters of the key goes."""
+
+from __future__ import annotations
+
+import re
+
+MIN_FRAGMENT = 8
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` with every run that is part of an 8+ character substring of `secret` replaced by "…"."""
+    if not secret or len(secret) < MIN_FRAGMENT or len(text) < MIN_FRAGMENT:
+        return text
+    fragments = {secret[i:i + MIN_FRAGMENT] for i in range(len(secret) - MIN_FRAGMENT + 1)}
+    covered = [False] * len(text)
+    for start in range(len(text) - MIN_FRAGMENT + 1):
+        if text[start:start + MIN_FRAGMENT] in fragments:
+            covered[start:start + MIN_FRAGMENT] = [True] * MIN_FRAGMENT
+    if not any(covered):
+        return text
+    out, index = [], 0
+    while index < len(text):
+        if covered[index]:
+            while index < len(text) and covered[index]:
+                index += 1
+            out.append("…")
+        else:
+            out.append(text[index])
+            index += 1
+    return "".join(out)
+
+
+def holds_fragment(text: str, secret: str | None) -> bool:
+    return redact(text, secret) != text
+
+
+def upstream_text(text: str, secret: str | None, limit: int = 200) -> str:
+    """Upstream words fit to show: no control characters, no piece of the key, at most `limit` characters."""
+    cleaned = redact(_CONTROL_CHARACTERS.sub("", text), secret)
+    return cleaned if len(cleaned) <= limit else cleaned[:limit - 1] + "…"
