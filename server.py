@@ -133,10 +133,10 @@ async def serve(runtime: Runtime) -> None:
     # The API's body limit (1 MiB, a JSON 413) is enforced by its handlers, which see the headers
     # first; max_body_size bounds what Tornado buffers for the few routes that do not stream.
     # idle_connection_timeout is also Tornado's header timeout: it closes idle keep-alive connections
-    # and drops those whose request headers have not all arrived in time.
+    # and drops those whose request headers have not all arrived in time; body_timeout, a stalled body.
     # A 4 KiB read chunk holds any usual request (bench/RESULTS.md has why not 64 KiB).
     server = HTTPListener(app, idle_connection_timeout=settings.idle_timeout_seconds,
-                          max_body_size=64 * 1024 * 1024, chunk_size=4096)
+                          body_timeout=settings.idle_timeout_seconds, max_body_size=64 * 1024 * 1024, chunk_size=4096)
     try:
         server.listen(settings.port, settings.host, backlog=1024)
     except OSError as exc:

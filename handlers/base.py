@@ -159,10 +159,10 @@ class AnnouncesClose:
 
     _body_unread = False
 
-    def finish(self, chunk: Any = None):
+    def flush(self, include_footers: bool = False):  # finish() and static files' chunks come here first
         if not self._headers_written and (self._body_unread or closes_after_response(self.request)):
             self.set_header("Connection", "close")
-        return super().finish(chunk)
+        return super().flush(include_footers)
 
 
 def check_content_length(request) -> int | None:

@@ -25,8 +25,10 @@ def host_name(host_header: str) -> str:
     (`[::1]:8000` -> `[::1]`, `LocalHost.:80` -> `localhost`)."""
     host = host_header.strip().lower()
     if host.startswith("["):
-        end = host.find("]")
-        return host[:end + 1] if end != -1 else host
+        name, _, rest = host.partition("]")
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            return host  # not `[address]` or `[address]:port`: no loopback name
+        return name + "]"
     name, _, port = host.rpartition(":")
     if name and port.isdigit():
         host = name

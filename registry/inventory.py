@@ -37,11 +37,13 @@ class RestorePending(Conflict):
     """The database is empty but the backup file holds providers (the database was deleted or
     emptied): a change would overwrite that backup, so only a restore is allowed."""
 
-    def __init__(self, backup_path: Path, count: int):
+    def __init__(self, backup_path: Path, count: int | None):
+        held = f"holds {count} providers" if count is not None else "cannot be read (truncated or corrupted?)"
         super().__init__(
-            f"The database is empty but the backup file {backup_path} holds {count} providers, so changes are "
-            "refused until it is restored: POST /api/admin/providers/restore with an empty body, or run "
-            "python server.py --restore; or, to start afresh, move the backup file away and restart the server.")
+            f"The database is empty but the backup file {backup_path} {held}, so changes are refused until an "
+            "inventory is restored: POST /api/admin/providers/restore with an empty body or a backup document, "
+            "or run python server.py --restore; or, to start afresh, move the backup file away and restart "
+            "the server.")
         self.count = count
 
 
@@ -57,9 +59,9 @@ class Inventory:
         self._cache = ReadCache()
         self._watcher = CommitWatcher(conn)
         self._group = GroupCommit(lambda: self._mirrored_change(set()))
-        # How many providers the backup file holds while the database is empty (restore-pending
-        # mode), else 0; see check_restore_pending.
-        self._pending_restore_count = 0
+        # In restore-pending mode, (how many providers the backup file holds, or None when it
+        # cannot be read); else None. See check_restore_pending.
+        self._pending_restore: tuple[int | None] | None = None
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -113,19 +115,23 @@ class Inventory:
     def check_restore_pending(self) -> RestorePending | None:
         """Look again whether the database is empty next to a backup file that holds providers;
         while it is, every change but a restore is refused (`ensure_writable`)."""
-        self._pending_restore_count = 0
+        self._pending_restore = None
         if provider_rows.provider_count(self._conn) == 0 and self.backup_path.exists():
             try:
                 held = backup_file.read_backup_file(self.backup_path)
             except backup_file.BackupUnreadable:
-                return None  # reconcile_backup warns about it
-            self._pending_restore_count = len(held.get("providers") or []) if isinstance(held, dict) else 0
+                # Truncated or corrupted, not empty: it may be all that is left of the inventory.
+                if self.backup_path.stat().st_size > 0:
+                    self._pending_restore = (None,)
+            else:
+                count = len(held.get("providers") or []) if isinstance(held, dict) else 0
+                self._pending_restore = (count,) if count else None
         return self._restore_pending()
 
     @property
     def restore_pending(self) -> bool:
         self._follow_other_processes()
-        return self._pending_restore_count > 0
+        return self._pending_restore is not None
 
     def ensure_writable(self) -> None:
         """Raises RestorePending while the database is empty next to a backup that holds providers."""
@@ -136,7 +142,7 @@ class Inventory:
 
     def _restore_pending(self) -> RestorePending | None:
         # A new exception each time: raising one instance again would keep growing its traceback.
-        return RestorePending(self.backup_path, self._pending_restore_count) if self._pending_restore_count else None
+        return None if self._pending_restore is None else RestorePending(self.backup_path, self._pending_restore[0])
 
     # -- changes (each mirrored into the backup) -----------------------------------------------
 
@@ -212,7 +218,7 @@ class Inventory:
                 with store_errors_translated():
                     provider_rows.insert_provider(change.conn, values, provider_id=int(record["id"]))
             provider_rows.restart_id_sequence(change.conn)  # new ids follow the restored ones
-        self._pending_restore_count = 0
+        self._pending_restore = None
         return len(records)
 
     def preview_restore(self, document: Any) -> RestorePreview:
@@ -272,11 +278,6 @@ class Inventory:
         pending = self.check_restore_pending()
         if pending is not None:
             return f"restore pending: {pending}"
-        if provider_rows.provider_count(self._conn) == 0 and self.backup_path.exists():
-            try:
-                backup_file.read_backup_file(self.backup_path)
-            except backup_file.BackupUnreadable:
-                return f"the backup file {self.backup_path} is unreadable and the database is empty; left as is"
         self.write_backup()
         return None
 
@@ -350,7 +351,7 @@ class Inventory:
         if self._watcher.changed_elsewhere(reading):
             self._cache.clear()
             self._records = None
-            if self._pending_restore_count:
+            if self._pending_restore is not None:
                 self.check_restore_pending()  # e.g. `server.py --restore` ran meanwhile
 
     def _encrypt(self, api_key: str | None) -> str | None:

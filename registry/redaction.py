@@ -10,13 +10,18 @@ _CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def redact(text: str, secret: str | None) -> str:
-    """`text` with every run that is part of an 8+ character substring of `secret` replaced by "…"."""
+    """`text` with every run that is part of an 8+ character substring of `secret` replaced by "…"
+    (`text.lower()` must keep the length of `text`, as it does for the ASCII a key is made of)."""
     if not secret or len(secret) < MIN_FRAGMENT or len(text) < MIN_FRAGMENT:
         return text
-    fragments = {secret[i:i + MIN_FRAGMENT] for i in range(len(secret) - MIN_FRAGMENT + 1)}
+    # Case-insensitive: a host name or a header echoed back may have been lower-cased on the way.
+    lowered_secret, lowered = secret.lower(), text.lower()
+    if len(lowered) != len(text) or len(lowered_secret) != len(secret):  # rare letters that lower-case to two
+        lowered_secret, lowered = secret, text
+    fragments = {lowered_secret[i:i + MIN_FRAGMENT] for i in range(len(secret) - MIN_FRAGMENT + 1)}
     covered = [False] * len(text)
     for start in range(len(text) - MIN_FRAGMENT + 1):
-        if text[start:start + MIN_FRAGMENT] in fragments:
+        if lowered[start:start + MIN_FRAGMENT] in fragments:
             covered[start:start + MIN_FRAGMENT] = [True] * MIN_FRAGMENT
     if not any(covered):
         return text

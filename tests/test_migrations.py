@@ -103,3 +103,50 @@ def test_transaction_rolls_back_on_any_error(tmp_path):
             conn.execute("INSERT INTO things (name) VALUES ('gone too')")
             conn.execute("INSERT INTO things (name) VALUES (NULL)")
     assert conn.execute("SELECT count(*) FROM things").fetchone()[0] == 0
+
+
+def test_migration_4_drops_the_type_list_keeping_ids_rows_history_and_the_sequence(tmp_path):
+    """On a database made by migrations 1-3 (the releases before the provider-type table)."""
+    conn = connect(tmp_path / "old.db")
+    shipped = load_migrations()
+    assert apply_migrations(conn, shipped[:3]) == [1, 2, 3]
+    with transaction(conn):
+        for provider_id, name in ((3, "Three"), (7, "Seven"), (2**60, "Unreachable")):
+            conn.execute("INSERT INTO providers (id, name, name_key, type, base_url, api_key_ciphertext, models, "
+                         "is_active, created_at, updated_at, last_test) VALUES (?, ?, ?, 'openai', 'https://x', "
+                         "'ct', '[\"m\"]', 1, '2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z', "
+                         "'{\"status\":\"online\"}')",
+                         (provider_id, name, name.casefold()))
+            conn.execute("INSERT INTO probe_results (provider_id, checked_at, result) VALUES (?, 't', '{}')",
+                         (provider_id,))
+        conn.execute("DELETE FROM providers WHERE id = 7")  # and its history with it (cascade)
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute("INSERT INTO providers (name, name_key, type, base_url, created_at, updated_at) "
+                         "VALUES ('n', 'n', 'mistral', 'https://x', 't', 't')")
+    before = conn.execute("SELECT id, name, api_key_ciphertext, models, last_test FROM providers "
+                          "WHERE id = 3").fetchall()
+
+    assert apply_migrations(conn, shipped) == list(range(4, len(shipped) + 1))
+    assert conn.execute("SELECT id, name, api_key_ciphertext, models, last_test FROM providers "
+                        "WHERE id = 3").fetchall() == before
+    assert [r[0] for r in conn.execute("SELECT id FROM providers ORDER BY id")] == [3, 4]  # 2^60 moved to 4
+    assert conn.execute("SELECT name FROM providers WHERE id = 4").fetchone()[0] == "Unreachable"
+    assert sorted(r[0] for r in conn.execute("SELECT provider_id FROM probe_results")) == [3, 4]
+    assert conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'providers'").fetchone()[0] == 4
+    with transaction(conn):  # any type string is storable now; the type table validates
+        conn.execute("INSERT INTO providers (name, name_key, type, base_url, created_at, updated_at) "
+                     "VALUES ('n', 'n', 'mistral', 'https://x', 't', 't')")
+    assert conn.execute("SELECT max(id) FROM providers").fetchone()[0] == 5
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_a_migration_leaving_dangling_foreign_keys_is_refused(tmp_path):
+    conn = connect(tmp_path / "fk.db")
+    parent = Migration(1, "001-parent.sql", "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+                                            "CREATE TABLE child (parent_id INTEGER REFERENCES parent (id));")
+    dangling = Migration(2, "002-dangling.sql", "INSERT INTO child VALUES (42);")
+    with pytest.raises(MigrationFailed, match="foreign keys"):
+        apply_migrations(conn, [parent, dangling])
+    assert schema_version(conn) == 1
+    assert conn.execute("SELECT count(*) FROM child").fetchone()[0] == 0
