@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import importlib.util
 import os
 from typing import Any
@@ -53,9 +54,10 @@ _LIMIT = {"name": "limit", "in": "query", "required": False,
           "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
 
 
-def _operation(summary: str, responses: dict[str, Any], body: dict | None = None, parameters: list | None = None,
-               body_required: bool = True, public: bool = False) -> dict[str, Any]:
-    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+def _operation(operation_id: str, tag: str, summary: str, responses: dict[str, Any], body: dict | None = None,
+               parameters: list | None = None, body_required: bool = True, public: bool = False) -> dict[str, Any]:
+    operation: dict[str, Any] = {"operationId": operation_id, "tags": [tag], "summary": summary,
+                                 "responses": responses}
     if parameters:
         operation["parameters"] = parameters
     if body is not None:
@@ -92,7 +94,7 @@ def build_openapi() -> dict[str, Any]:
     list_parameters = [
         {"name": "is_active", "in": "query", "required": False,
          "schema": {"type": "string", "enum": ["true", "false"]}},
-        {"name": "type", "in": "query", "required": False, "schema": schemas.PROVIDER_TYPE},
+        {"name": "type", "in": "query", "required": False, "schema": _ref("ProviderType")},
         {"name": "q", "in": "query", "required": False,
          "schema": {"type": "string", "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"},
          "description": "Name substring, case-insensitive; % and _ are literal; no control characters."},
@@ -102,63 +104,66 @@ def build_openapi() -> dict[str, Any]:
     provider = _json(_ref("Provider"), "The provider.")
     test_result = _json(_ref("TestResult"), "The result of the connectivity test.")
     paths = {
-        "/ping": {"get": _operation("Liveness", {"200": _json(
+        "/ping": {"get": _operation("ping", "service", "Liveness", {"200": _json(
             {"type": "object", "properties": {"status": {"const": "ok"}}, "required": ["status"]}, "Alive.")},
             public=True)},
         "/api/providers": {
-            "get": _operation("List providers (ordered by id)", {
+            "get": _operation("listProviders", "providers", "List providers (ordered by id)", {
                 "200": {**_json({"type": "array", "items": _ref("Provider")}, "One page of providers."),
                         "headers": {"X-Total-Count": {"schema": {"type": "integer"},
                                                       "description": "How many match the filters in all."}}},
                 **_errors(400)}, parameters=list_parameters),
-            "post": _operation("Create a provider", {
+            "post": _operation("createProvider", "providers", "Create a provider", {
                 "201": {**provider, "headers": {"Location": {"schema": {"type": "string"}}}},
                 **_errors(400, 409, 413, 422)}, body=_ref("ProviderCreate")),
         },
         "/api/providers/{provider_id}": {
             "parameters": [_PROVIDER_ID],
-            "get": _operation("Get a provider", {"200": provider, **_errors(404)}),
-            "patch": _operation("Update some fields of a provider (`api_key: null` removes the key)",
+            "get": _operation("getProvider", "providers", "Get a provider", {"200": provider, **_errors(404)}),
+            "patch": _operation("updateProvider", "providers",
+                                "Update some fields of a provider (`api_key: null` removes the key)",
                                 {"200": provider, **_errors(400, 404, 409, 413, 422)}, body=_ref("ProviderUpdate")),
-            "delete": _operation("Delete a provider", {"204": {"description": "Deleted."}, **_errors(404, 409)}),
+            "delete": _operation("deleteProvider", "providers", "Delete a provider", {"204": {"description": "Deleted."}, **_errors(404, 409)}),
         },
         "/api/providers/{provider_id}/test": {
             "parameters": [_PROVIDER_ID],
-            "post": _operation("Test a provider's connectivity (result stored as last_test)",
+            "post": _operation("testProvider", "probes", "Test a provider's connectivity (result stored as last_test)",
                                {"200": test_result, **_errors(404, 409)}),
         },
         "/api/providers/test": {
-            "post": _operation("Test every active provider concurrently", {"200": _json(
+            "post": _operation("testAllProviders", "probes", "Test every active provider concurrently", {"200": _json(
                 {"type": "object", "required": ["results"],
-                 "properties": {"results": {"type": "array", "items": bulk_result}}}, "All results."),
+                 "properties": {"results": {"type": "array", "items": _ref("BulkTestResult")}}}, "All results."),
                 **_errors(409)}),
         },
         "/api/providers/test-connection": {
-            "post": _operation("Test an unsaved provider (nothing is stored)",
+            "post": _operation("testConnection", "probes", "Test an unsaved provider (nothing is stored)",
                                {"200": test_result, **_errors(400, 413, 422)}, body=_ref("ProviderCreate")),
         },
         "/api/providers/{provider_id}/tests": {
             "parameters": [_PROVIDER_ID],
-            "get": _operation("Probe history (newest first, last 100 kept) with a summary",
+            "get": _operation("getProviderTests", "probes", "Probe history (newest first, last 100 kept) with a summary",
                               {"200": _json(history, "History."), **_errors(400, 404)}, parameters=[_LIMIT]),
         },
         "/api/providers/{provider_id}/models/discover": {
             "parameters": [_PROVIDER_ID],
-            "get": _operation("Compare configured models with the provider's list",
+            "get": _operation("discoverModels", "probes", "Compare configured models with the provider's list",
                               {"200": _json(discovered, "Upstream, missing and new models."), **_errors(404, 502)}),
         },
         "/api/providers/{provider_id}/models/sync": {
             "parameters": [_PROVIDER_ID],
-            "post": _operation("Set the provider's models to its upstream list",
+            "post": _operation("syncModels", "probes", "Set the provider's models to its upstream list",
                                {"200": provider, **_errors(404, 409, 502)}),
         },
         "/api/admin/providers/export": {
-            "get": _operation("The backup document", {"200": _json(_ref("BackupDocument"), "The whole inventory.")}),
+            "get": _operation("exportBackup", "backup", "The backup document", {"200": _json(_ref("BackupDocument"), "The whole inventory.")}),
         },
         "/api/admin/providers/restore": {
             "post": _operation(
+                "restoreBackup", "backup",
                 "Restore the inventory from a backup document (the body) or, with an empty body, the backup file",
-                {"200": _json({"oneOf": [restored, preview]}, "Restored, or the dry-run report."),
+                {"200": _json({"oneOf": [_ref("RestoreResult"), _ref("RestorePreview")]},
+                              "Restored, or the dry-run report."),
                  **_errors(400, 409, 413, 422)},
                 body=_ref("BackupDocument"), body_required=False,
                 parameters=[{"name": "dry_run", "in": "query", "required": False,
@@ -173,12 +178,18 @@ def build_openapi() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
-            "schemas": copy.deepcopy({
+            "schemas": _shared_by_reference({
+                "ProviderType": schemas.PROVIDER_TYPE,
                 "ProviderCreate": schemas.PROVIDER_CREATE,
                 "ProviderUpdate": schemas.PROVIDER_UPDATE,
                 "Provider": schemas.PROVIDER,
                 "TestResult": schemas.TEST_RESULT,
+                "Timings": schemas.TIMINGS,
+                "BulkTestResult": bulk_result,
+                "RestoreResult": restored,
+                "RestorePreview": preview,
                 "BackupDocument": schemas.BACKUP_DOCUMENT,
+                "BackupProvider": schemas.BACKUP_PROVIDER,
                 "Error": schemas.ERROR,
             }),
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
@@ -186,6 +197,24 @@ def build_openapi() -> dict[str, Any]:
         },
         "security": [{"bearerAuth": []}],
     }
+
+
+def _shared_by_reference(components: dict[str, dict]) -> dict[str, dict]:
+    """Copies of the validating schemas in which every other shared schema appears as a `$ref`
+    (a generated client then gets one class per shared schema, not one per place it is used)."""
+    shared = {json.dumps(schema, sort_keys=True): name for name, schema in components.items()}
+
+    def referenced(value: Any, top: bool = False) -> Any:
+        if isinstance(value, dict):
+            name = shared.get(json.dumps(value, sort_keys=True))
+            if name is not None and not top:
+                return _ref(name)
+            return {key: referenced(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [referenced(item) for item in value]
+        return value
+
+    return {name: referenced(copy.deepcopy(schema), top=True) for name, schema in components.items()}
 
 
 class OpenApiHandler(BaseHandler):

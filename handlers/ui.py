@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from handlers.base import BaseHandler, GuardedStaticFileHandler
+from registry.provider_types import PROVIDER_TYPES
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -29,7 +30,7 @@ class AdminPageHandler(BaseHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         set_page_security_headers(self)
-        self.render("index.html")
+        self.render("index.html", provider_types=PROVIDER_TYPES.values())
 
 
 class UiStaticFileHandler(GuardedStaticFileHandler):

@@ -296,3 +296,18 @@ def test_phone_layout_and_keyboard_reachable_controls(browser, run_server):
     for field in ("f-name", "f-type", "f-base_url", "f-api_key", "f-models", "f-is_active"):
         assert page.locator(f"label[for={field}], label:has(#{field})").count() >= 1, field
     context.close()
+
+
+def test_the_type_choices_come_from_the_provider_type_table(page, run_server):
+    from registry.provider_types import PROVIDER_TYPES
+
+    server = run_server(SECRET)
+    page.goto(server.url + "/ui/")
+    page.click("#add-provider")
+    options = page.locator("#f-type option")
+    assert options.evaluate_all("(os) => os.map((o) => [o.value, o.textContent])") == [
+        [t.name, t.label] for t in PROVIDER_TYPES.values()]
+    assert page.locator("#filter-type option").count() == len(PROVIDER_TYPES) + 1  # and "any"
+    for provider_type in PROVIDER_TYPES.values():
+        page.select_option("#f-type", provider_type.name)
+        assert page.get_attribute("#f-base_url", "placeholder") == provider_type.base_url_hint

@@ -85,12 +85,45 @@ def test_every_schema_is_a_valid_draft_2020_12_schema():
         Draft202012Validator.check_schema(schema)
 
 
+def resolved(value, components):
+    """`value` with every `$ref` to a component replaced by the component itself."""
+    if isinstance(value, dict):
+        if set(value) == {"$ref"}:
+            return resolved(components[value["$ref"].rsplit("/", 1)[1]], components)
+        return {k: resolved(v, components) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolved(v, components) for v in value]
+    return value
+
+
 def test_openapi_is_built_from_the_validators_schemas():
+    components = build_openapi()["components"]["schemas"]
+    assert resolved(components["ProviderCreate"], components) == schemas.provider_create_validator.schema
+    assert resolved(components["ProviderUpdate"], components) == schemas.provider_update_validator.schema
+    assert resolved(components["BackupDocument"], components) == schemas.backup_document_validator.schema
+    assert resolved(components["Provider"], components) == schemas.PROVIDER
+
+
+def test_every_operation_has_an_operation_id_and_a_tag_and_shared_schemas_are_referenced():
     document = build_openapi()
+    ids = [op["operationId"] for item in document["paths"].values() for method, op in item.items()
+           if method != "parameters"]
+    assert len(ids) == len(set(ids)) == 14
+    assert all(op["tags"] for item in document["paths"].values() for method, op in item.items()
+               if method != "parameters")
     components = document["components"]["schemas"]
-    assert components["ProviderCreate"] == schemas.provider_create_validator.schema
-    assert components["ProviderUpdate"] == schemas.provider_update_validator.schema
-    assert components["BackupDocument"] == schemas.backup_document_validator.schema
+    assert components["Provider"]["properties"]["last_test"] == {
+        "oneOf": [{"$ref": "#/components/schemas/TestResult"}, {"type": "null"}]}
+    assert components["BackupDocument"]["properties"]["providers"]["items"] == {
+        "$ref": "#/components/schemas/BackupProvider"}
+    assert components["TestResult"]["properties"]["timings"] == {"$ref": "#/components/schemas/Timings"}
+    assert components["TestResult"]["properties"]["checked_at"]["format"] == "date-time"
+    assert components["Provider"]["properties"]["created_at"]["format"] == "date-time"
+    restore = document["paths"]["/api/admin/providers/restore"]["post"]["responses"]["200"]
+    assert restore["content"]["application/json"]["schema"] == {"oneOf": [
+        {"$ref": "#/components/schemas/RestoreResult"}, {"$ref": "#/components/schemas/RestorePreview"}]}
+    for schema in components.values():
+        Draft202012Validator.check_schema(schema)
 
 
 async def test_openapi_document_lists_every_route_with_bearer_security(api, app):

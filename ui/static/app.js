@@ -155,8 +155,9 @@ function openForm(provider) {
   clearErrors();
   $("#provider-dialog-title").textContent = editing ? `Edit ${editing.name}` : "Add provider";
   $("#f-name").value = editing ? editing.name : "";
-  $("#f-type").value = editing ? editing.type : "openai";
+  $("#f-type").value = editing ? editing.type : $("#f-type").options[0].value;
   $("#f-base_url").value = editing ? editing.base_url : "";
+  showBaseUrlHint();
   $("#f-api_key").value = "";  // never pre-filled, never read back
   $("#f-api_key").placeholder = editing && editing.has_api_key ? "leave empty to keep the stored key" : "optional";
   $("#remove-key-label").hidden = !(editing && editing.has_api_key);
@@ -164,6 +165,12 @@ function openForm(provider) {
   $("#f-is_active").checked = editing ? editing.is_active : true;
   $("#provider-dialog").showModal();
   $("#f-name").focus();
+}
+
+/** The base URL field's placeholder: the chosen type's usual base URL (from the server's type table). */
+function showBaseUrlHint() {
+  const chosen = $("#f-type").selectedOptions[0];
+  $("#f-base_url").placeholder = (chosen && chosen.dataset.baseUrlHint) || "https://api.example.com/v1";
 }
 
 function formBody({ forTest = false } = {}) {
@@ -389,6 +396,7 @@ function askForToken(reason) {
 function start() {
   setTokenPrompt(askForToken);
   $("#add-provider").addEventListener("click", () => openForm(null));
+  $("#f-type").addEventListener("change", showBaseUrlHint);
   $("#test-all").addEventListener("click", (event) => testAll(event.currentTarget));
   $("#export").addEventListener("click", downloadExport);
   $("#restore-file").addEventListener("change", (event) => previewRestore(event.currentTarget));
