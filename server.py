@@ -166,8 +166,8 @@ async def serve(runtime: Runtime) -> None:
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
     """Serve on uvloop where it is installed (every platform but Windows): the same asyncio API on
-    libuv, with the loop's own work (scheduling callbacks, timers, watching sockets) in C, which
-    callgrind counts as 13 % fewer instructions per GET (bench/RESULTS.md). Elsewhere, asyncio's loop."""
+    libuv, with the loop's own work (scheduling callbacks, timers, watching sockets) in C: fewer
+    instructions per GET (bench/RESULTS.md). Elsewhere, asyncio's loop."""
     if uvloop is None:
         asyncio.run(main)
     else:

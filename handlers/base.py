@@ -82,7 +82,7 @@ class AccessLog:
 
     Lines are written in batches (every `batch_lines` lines, at once for a 5xx, and whenever
     `flush()` is called: every half second and at shutdown by server.py) rather than through
-    `logging` one by one, which cost ~10% of the throughput of a simple GET.
+    `logging` one by one, which costs a simple GET measurable throughput (bench/RESULTS.md).
     """
 
     def __init__(self, stream: TextIO | None = None, batch_lines: int = 64) -> None:

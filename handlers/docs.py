@@ -123,7 +123,8 @@ def build_openapi() -> dict[str, Any]:
             "patch": _operation("updateProvider", "providers",
                                 "Update some fields of a provider (`api_key: null` removes the key)",
                                 {"200": provider, **_errors(400, 404, 409, 413, 422)}, body=_ref("ProviderUpdate")),
-            "delete": _operation("deleteProvider", "providers", "Delete a provider", {"204": {"description": "Deleted."}, **_errors(404, 409)}),
+            "delete": _operation("deleteProvider", "providers", "Delete a provider",
+                                 {"204": {"description": "Deleted."}, **_errors(404, 409)}),
         },
         "/api/providers/{provider_id}/test": {
             "parameters": [_PROVIDER_ID],
@@ -142,7 +143,8 @@ def build_openapi() -> dict[str, Any]:
         },
         "/api/providers/{provider_id}/tests": {
             "parameters": [_PROVIDER_ID],
-            "get": _operation("getProviderTests", "probes", "Probe history (newest first, last 100 kept) with a summary",
+            "get": _operation("getProviderTests", "probes",
+                              "Probe history (newest first, last 100 kept) with a summary",
                               {"200": _json(history, "History."), **_errors(400, 404)}, parameters=[_LIMIT]),
         },
         "/api/providers/{provider_id}/models/discover": {
@@ -156,7 +158,8 @@ def build_openapi() -> dict[str, Any]:
                                {"200": provider, **_errors(404, 409, 502)}),
         },
         "/api/admin/providers/export": {
-            "get": _operation("exportBackup", "backup", "The backup document", {"200": _json(_ref("BackupDocument"), "The whole inventory.")}),
+            "get": _operation("exportBackup", "backup", "The backup document",
+                              {"200": _json(_ref("BackupDocument"), "The whole inventory.")}),
         },
         "/api/admin/providers/restore": {
             "post": _operation(

@@ -8,10 +8,10 @@ import gc
 
 
 def tune_garbage_collector() -> None:
-    """Fewer and cheaper cycle collections while serving. With 256 connections open, the default
-    thresholds (a young collection every 700 allocations) spent ~10 % of the CPU in the collector
-    (py-spy --native) and cost ~15 % of the throughput; start-up objects (modules, schemas) move to
-    the permanent generation, and young collections wait for 10 000 allocations."""
+    """Fewer and cheaper cycle collections while serving: the default thresholds (a young collection
+    every 700 allocations) cost real throughput with many connections open (bench/RESULTS.md), so
+    start-up objects (modules, schemas) move to the permanent generation, and young collections
+    wait for 10 000 allocations."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
@@ -31,19 +31,18 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt() parameters, from glib
 
 
 def return_large_blocks_promptly() -> None:
-    """Keep glibc from holding on to freed multi-MB buffers. By default it raises its mmap threshold
-    to the size of the largest block freed (up to 32 MB): after one 3.8 MB backup document of 10 000
-    providers, the next ones come from the heap and stay mapped when freed (RSS measured ~9 MB higher
-    after an export). Fixed thresholds (which also turn that adjustment off): blocks of 256 KiB and
-    more get their own mapping, returned to the system when freed."""
+    """Keep glibc from holding on to freed multi-MB buffers: by default it raises its mmap threshold
+    to the size of the largest block freed, so after one large backup document the next ones come
+    from the heap and stay mapped when freed. Fixed thresholds (which also turn that adjustment
+    off): blocks of 256 KiB and more get their own mapping, returned to the system when freed."""
     if _libc is not None:
         _libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
         _libc.mallopt(_M_TRIM_THRESHOLD, 1024 * 1024)
 
 
 def release_freed_memory() -> None:
-    """Give the C heap's free pages back to the system. Restoring 10 000 providers allocates tens of
-    MB of small objects for a moment; glibc keeps pages of them mapped after they are freed (RSS
-    measured 5-14 MB higher afterwards) until malloc_trim returns them. A few ms; glibc only."""
+    """Give the C heap's free pages back to the system after an operation that touched the whole
+    inventory at once (restoring allocates many small objects for a moment, and glibc keeps their
+    pages mapped after they are freed until malloc_trim returns them). glibc only."""
     if _libc is not None:
         _libc.malloc_trim(0)

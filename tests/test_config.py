@@ -1,4 +1,4 @@
-"""Settings parsing: every variable of SPEC's table, and a clear error for each bad value."""
+"""Settings parsing: every variable of the README's table, and a clear error for each bad value."""
 
 from __future__ import annotations
 

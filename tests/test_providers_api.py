@@ -1,4 +1,4 @@
-"""CRUD, listing, validation and the error table of SPEC's HTTP API, through a real server."""
+"""CRUD, listing, validation and the error table of the HTTP API (README), through a real server."""
 
 from __future__ import annotations
 
