@@ -27,10 +27,6 @@ class BadRequest(RegistryError):
     status = 400
 
 
-class Forbidden(RegistryError):
-    status = 403
-
-
 class NotFound(RegistryError):
     status = 404
 
