@@ -231,3 +231,27 @@ async def test_changes_committed_by_another_process_are_not_hidden_by_caches(api
     await api.post("/api/providers", json=provider_body(name="Next"))
     names = [p["name"] for p in json.loads(runtime.settings.backup_file.read_text())["providers"]]
     assert names == ["Changed elsewhere", "Next"]
+
+
+async def test_patches_in_one_group_each_compare_with_the_row_as_the_one_before_left_it(runtime):
+    provider_id = await runtime.inventory.create({"name": "Diffed", "base_url": "https://original.example.com"})
+    # Queued in the same loop turn: one group, applied in order. The second PATCH sets the value the
+    # row had before the first; compared with the row as it is then, it is a change.
+    await asyncio.gather(runtime.inventory.update(provider_id, {"base_url": "https://moved.example.com"}),
+                         runtime.inventory.update(provider_id, {"base_url": "https://original.example.com"}))
+    assert runtime.inventory.get(provider_id).base_url == "https://original.example.com"
+    backed_up = json.loads(runtime.settings.backup_file.read_text())["providers"]
+    assert [p["base_url"] for p in backed_up] == ["https://original.example.com"]
+
+
+async def test_provider_json_renders_on_any_connection(runtime):
+    provider_id = await runtime.inventory.create({"name": "Anywhere", "base_url": "https://x.example.com",
+                                                  "api_key": "sk-anywhere-0123456789"})
+    other = connect(runtime.settings.database_path)
+    try:
+        rendered = json.loads(provider_rows.provider_json(other, provider_id))
+    finally:
+        other.close()
+    assert rendered["name"] == "Anywhere" and rendered["has_api_key"] is True
+    assert rendered["api_key_preview"] is None  # no keyring on that connection: no preview, but no error
+    assert json.loads(runtime.inventory.get_json(provider_id))["api_key_preview"] == "…6789"
