@@ -11,7 +11,8 @@ class WholeInventoryHandler(BaseHandler):
 
     def on_finish(self) -> None:
         super().on_finish()
-        release_freed_memory()
+        if self.get_status() == 200:  # only an answer that held the inventory; not a refusal
+            release_freed_memory()
 
 
 class ExportHandler(WholeInventoryHandler):

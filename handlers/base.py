@@ -126,6 +126,10 @@ class JsonErrors:
         super().send_error(exc.status if isinstance(exc, RegistryError) else status_code, **kwargs)
 
     def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, RegistryError) and value.status >= 500:
+            app_log.error("%s %s failed (id=%s): %s", self.request.method, self.request.path,
+                          getattr(self, "request_id", "-"), value.detail)
+            return
         if isinstance(value, (RegistryError, HTTPError)):
             return  # an answer, not a failure: the access log has it
         app_log.error("unexpected error in %s %s (id=%s)", self.request.method, self.request.path,
@@ -172,6 +176,8 @@ def check_content_length(request) -> int | None:
         return None
     if not _DIGITS.fullmatch(declared):
         raise ApiError(400, "The Content-Length header must be a whole number of bytes.")
+    if len(declared) > 18:  # more than any body could be (and past what int() parses by default)
+        raise ApiError(413, _STATUS_DETAILS[413])
     return int(declared)
 
 
@@ -209,6 +215,7 @@ class BaseHandler(AnnouncesClose, JsonErrors, RequestHandler):
             self._in_flight = None
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()  # fails a streaming body's future, so the request ends
         self.on_finish()  # a client gone mid-request is no longer in flight
 
     @property
@@ -303,7 +310,7 @@ class BaseHandler(AnnouncesClose, JsonErrors, RequestHandler):
         raw = self.get_query_argument(name, None)
         if raw is None:
             return None
-        if not re.fullmatch(r"\d{1,19}", raw.strip()) or int(raw) < minimum or (maximum and int(raw) > maximum):
+        if not re.fullmatch(r"[0-9]{1,19}", raw.strip()) or int(raw) < minimum or (maximum and int(raw) > maximum):
             bounds = f"from {minimum} to {maximum}" if maximum else f"at least {minimum}"
             raise ApiError(400, f"Query parameter {name} must be a whole number {bounds}.")
         return int(raw)

@@ -54,6 +54,8 @@ class GroupCommit:
                         with savepoint(change.conn):
                             result = apply(change)
                     except Exception as exc:  # this change fails alone; the others go on
+                        if not change.conn.in_transaction:
+                            raise  # SQLite gave up the whole transaction (a full disk, say): so does the group
                         change.touched = before
                         outcomes.append((future, exc, None))
                     else:

@@ -31,6 +31,7 @@ from store.database import transaction
 from store.provider_rows import NO_FILTER, Provider, ProviderFilter
 
 log = logging.getLogger("provider_registry")
+_UNREADABLE = object()
 
 
 class RestorePending(Conflict):
@@ -88,7 +89,7 @@ class Inventory:
             fresh = provider_rows.providers_json(self._conn, [i for i in ids if i not in texts])
             texts.update(fresh)
             self._cache.remember(fresh)
-        return [texts[i] for i in ids], total
+        return [texts[i] for i in ids if i in texts], total  # one deleted by another process meanwhile is gone
 
     def get_json(self, provider_id: int) -> bytes:
         """One provider as API JSON (UTF-8)."""
@@ -120,12 +121,13 @@ class Inventory:
             try:
                 held = backup_file.read_backup_file(self.backup_path)
             except backup_file.BackupUnreadable:
-                # Truncated or corrupted, not empty: it may be all that is left of the inventory.
+                held = _UNREADABLE
+            if held is _UNREADABLE or not isinstance(held, dict) or not isinstance(held.get("providers", []), list):
+                # Truncated, corrupted or of another shape, and not empty: it may be all that is left.
                 if self.backup_path.stat().st_size > 0:
                     self._pending_restore = (None,)
-            else:
-                count = len(held.get("providers") or []) if isinstance(held, dict) else 0
-                self._pending_restore = (count,) if count else None
+            elif held.get("providers"):
+                self._pending_restore = (len(held["providers"]),)
         return self._restore_pending()
 
     @property
@@ -299,12 +301,14 @@ class Inventory:
         providers the change may affect (the body adds to it); None means any (a restore), and
         then every record is re-rendered."""
         everything = touched is None
-        self._follow_other_processes()
         committed_records = self._records
         backup_written = False
         change = Change(self._conn, set(touched or ()))
         try:
             with transaction(self._conn):
+                # Under the write lock: no other process can commit between this look and COMMIT.
+                self._follow_other_processes()
+                committed_records = self._records
                 yield change
                 if everything or change.touched:  # a group whose changes all failed leaves the backup alone
                     records = self._records_after(change, everything)
@@ -351,8 +355,8 @@ class Inventory:
         if self._watcher.changed_elsewhere(reading):
             self._cache.clear()
             self._records = None
-            if self._pending_restore is not None:
-                self.check_restore_pending()  # e.g. `server.py --restore` ran meanwhile
+            # `server.py --restore` may have ended restore-pending mode, or emptied the database.
+            self.check_restore_pending()
 
     def _encrypt(self, api_key: str | None) -> str | None:
         return None if api_key is None else self.keyring.encrypt(api_key)

@@ -147,6 +147,8 @@ class ProbeService:
         checked_at = utc_timestamp()
         if target.key_error:
             return _not_sent(target.key_error, checked_at)
+        if target.type not in PROVIDER_TYPES:  # stored by a release that knew a type this one does not
+            return _not_sent(f"the provider type {target.type!r} is not known to this release", checked_at)
         try:
             url, headers = probe_request(target)
         except ValueError as exc:

@@ -365,13 +365,24 @@ def _message(path: list, error) -> str:
     if field in _SECRET_FIELDS:
         return _FIELD_MESSAGES[field]
     if error.validator in ("const", "enum") and field in (None, "format", "version"):
-        return f"must be {error.validator_value!r}" if error.validator == "const" else error.message
+        return _GENERIC_MESSAGES[error.validator].format(value=error.validator_value)
     if field in _FIELD_MESSAGES:
         if error.validator == "uniqueItems":
             return "must not repeat a value"
         return _FIELD_MESSAGES[field]
-    message = error.message
-    return message if len(message) <= 300 else message[:297] + "..."
+    return _GENERIC_MESSAGES.get(error.validator, "is invalid").format(value=error.validator_value)
+
+
+# Messages by keyword for fields without their own: they name the rule, never the value (which may
+# be a key's ciphertext, or a whole document).
+_GENERIC_MESSAGES = {
+    "type": "must be of type {value}", "minimum": "must be at least {value}", "maximum": "must be at most {value}",
+    "minLength": "must be at least {value} characters long", "maxLength": "must be at most {value} characters long",
+    "minItems": "must have at least {value} items", "maxItems": "must have at most {value} items",
+    "pattern": "must match the pattern {value}", "format": "must be a valid {value}",
+    "uniqueItems": "must not repeat a value", "oneOf": "matches none of the allowed shapes",
+    "enum": "must be one of {value}", "const": "must be {value!r}",
+}
 
 
 def _pointer(parts: list) -> str:

@@ -16,6 +16,7 @@ import tornado.netutil
 import tornado.web
 
 from registry.redaction import redact, upstream_text
+from support.api import http_json
 from support.processes import TEST_SECRET, run_cli
 from test_browser_requests import raw_exchange, request_bytes
 
@@ -263,3 +264,56 @@ def test_an_admin_token_that_is_not_printable_ascii_is_refused_at_start_up(tmp_p
 
 async def test_every_q_value_is_checked_for_control_characters(api):
     assert (await api.get("/api/providers?q=%00&q=a")).code == 400
+
+
+# -- a second review, of the house ------------------------------------------------------------------
+
+@pytest.mark.parametrize("document", [
+    {"format": "provider-registry-backup", "version": 1, "providers": {"api_key": "__CIPHERTEXT__"}},
+    [{"api_key": "__CIPHERTEXT__"}],
+    {"format": "provider-registry-backup", "version": 1, "providers": [{"id": "__CIPHERTEXT__"}]},
+])
+async def test_validation_messages_never_quote_a_value_such_as_a_ciphertext(api, runtime, document):
+    ciphertext = runtime.inventory.keyring.encrypt("sk-quoted-never-0123456789")
+    body = json.dumps(document).replace("__CIPHERTEXT__", ciphertext)
+    response = await api.post("/api/admin/providers/restore", body=body)
+    assert response.code in (400, 422)
+    assert ciphertext[:20] not in response.body.decode()
+
+
+async def test_a_content_length_too_long_for_any_body_is_413(http_server, http_port):
+    code, _, body, closed = await raw_exchange(http_port, request_bytes(
+        "POST", "/api/providers", {"Content-Type": "application/json", "Content-Length": "9" * 5000}))
+    assert code == 413 and closed
+    assert json.loads(body)["detail"]
+
+
+def test_a_backup_whose_providers_is_not_a_list_starts_in_restore_pending_mode(tmp_path, run_server):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / "config_backup.json").write_text('{"format": "provider-registry-backup", "version": 1, "providers": 5}')
+    server = run_server({"BACKEND_API_KEY_SECRET": TEST_SECRET})
+    status, answer = http_json("POST", server.url + "/api/providers", {"name": "n", "base_url": "https://a.example"})
+    assert status == 409 and "cannot be read" in answer["detail"]
+    assert "Traceback" not in server.log()
+
+
+async def test_a_stored_type_this_release_does_not_know_is_an_error_result_not_a_500(api, runtime, fake_provider):
+    good = (await api.post("/api/providers", json={"name": "Good", "base_url": fake_provider.url + "/v1"})).json()
+    odd = (await api.post("/api/providers", json={"name": "Odd", "base_url": fake_provider.url + "/v1"})).json()
+    runtime.conn.execute("UPDATE providers SET type = 'retired-type' WHERE id = ?", (odd["id"],))
+    runtime.inventory.get_json(odd["id"])  # (reads see the change: it is this connection's own)
+    single = await api.post(f"/api/providers/{odd['id']}/test")
+    assert single.code == 200 and "not known" in single.json()["detail"]
+    bulk = {r["id"]: r["status"] for r in (await api.post("/api/providers/test")).json()["results"]}
+    assert bulk == {good["id"]: "online", odd["id"]: "error"}
+
+
+async def test_a_backup_that_cannot_be_written_is_logged_as_an_error(api, runtime, provider_body, caplog):
+    backup = runtime.settings.backup_file
+    backup.unlink()
+    backup.mkdir()
+    (backup / "blocker").write_text("x")
+    response = await api.post("/api/providers", json=provider_body())
+    assert response.code == 500 and "Cannot write the backup file" in response.json()["detail"]
+    assert any(r.levelname == "ERROR" and "Cannot write the backup file" in r.getMessage() for r in caplog.records)
