@@ -116,10 +116,10 @@ def build_service(runtime: Runtime) -> tuple[tornado.web.Application, OutboundCl
     """Start-up housekeeping, then the outbound client, the probe service and the Application."""
     settings = runtime.settings
     prepare_at_start_up(runtime.inventory)
-    # Bulk tests hold at most test_concurrency transfers; the rest are kept free for single probes.
+    # Bulk tests hold at most probe_concurrency transfers; the rest are kept free for single probes.
     client = OutboundClient(settings.request_timeout_seconds,
-                            max_clients=settings.test_concurrency + SINGLE_PROBE_SLOTS)
-    probes = ProbeService(runtime.inventory, client, settings.test_concurrency)
+                            max_clients=settings.probe_concurrency + SINGLE_PROBE_SLOTS)
+    probes = ProbeService(runtime.inventory, client, settings.probe_concurrency)
     return make_app(runtime, probes), client, probes
 
 

@@ -38,7 +38,7 @@ class Settings:
     admin_token: str | None
     host: str
     port: int
-    test_concurrency: int
+    probe_concurrency: int
     probe_interval_seconds: float
     # Origins (scheme://host[:port]) whose browser pages may call the API, with CORS.
     allowed_origins: frozenset[str] = frozenset()
@@ -74,7 +74,7 @@ def load_settings(env: Mapping[str, str], host: str | None = None, port: int | N
         admin_token=token,
         host=host or env.get("BACKEND_HOST") or "127.0.0.1",
         port=port if port is not None else _number(env, "BACKEND_PORT", "8000", int, minimum=1, maximum=65535),
-        test_concurrency=_number(env, "BACKEND_TEST_CONCURRENCY", "20", int, minimum=1, maximum=1000),
+        probe_concurrency=_number(env, "BACKEND_TEST_CONCURRENCY", "20", int, minimum=1, maximum=1000),
         probe_interval_seconds=_number(env, "BACKEND_CHECK_INTERVAL_SECONDS", "0", float, minimum=0),
         allowed_origins=parse_allowed_origins(env.get("BACKEND_ALLOWED_ORIGINS", "")),
         allowed_hosts=parse_allowed_hosts(env.get("BACKEND_ALLOWED_HOSTS", "")),

@@ -237,8 +237,8 @@ def _checked_items(instance: list, schema: dict) -> list:
 
 
 def _unique_items(validator, unique: bool, instance: Any, schema: dict) -> Iterator[ValidationError]:
-    """uniqueItems in linear time: jsonschema's own compares every pair when items do not sort
-    (mixed types), which a 1 MiB body turns into minutes of blocked event loop."""
+    """uniqueItems in linear time: jsonschema's own compares every pair of items that do not sort
+    (mixed types), a quadratic cost a hostile body can make block the event loop for minutes."""
     if not unique or not validator.is_type(instance, "array"):
         return
     checked = _checked_items(instance, schema)

@@ -80,12 +80,12 @@ _COLUMNS = {
 
 
 # The provider as the API shows it and as the backup stores it, built by SQLite's JSON functions:
-# listing 100 providers (or writing the backup of 1,000) this way is about five times faster than
-# mapping rows to objects and json.dumps-ing them, and holds no Python object per provider.
-# models and last_test are stored as JSON text, json() embeds them as JSON. api_key_preview() is a
-# SQL function: `connect()` registers one that answers null, `use_key_preview` one that reads keys. CAST(... AS BLOB)
-# hands the JSON over as UTF-8 bytes, ready to send or write, and half the size of a Python str that
-# holds a non-Latin-1 character such as the preview's "…".
+# much faster than mapping rows to objects and json.dumps-ing them (bench/RESULTS.md), and no Python
+# object per provider. models and last_test are stored as JSON text, json() embeds them as JSON.
+# api_key_preview() is a SQL function: `connect()` registers one that answers null,
+# `use_key_preview` one that reads keys. CAST(... AS BLOB) hands the JSON over as UTF-8 bytes, ready
+# to send or write (a Python str holding a non-Latin-1 character such as the preview's "…" is larger).
+# The API shape must stay the one `registry/schemas.py` describes (PROVIDER): tests/test_providers_api.py.
 _BOOLEAN = "json(CASE WHEN {} THEN 'true' ELSE 'false' END)"
 _API_JSON = (
     "CAST(json_object('id', id, 'name', name, 'type', type, 'base_url', base_url, 'models', json(models), "

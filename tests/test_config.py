@@ -18,7 +18,7 @@ def test_defaults_with_an_empty_environment():
     assert settings.request_timeout_seconds == 10
     assert settings.admin_token is None
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    assert settings.test_concurrency == 20
+    assert settings.probe_concurrency == 20
     assert settings.probe_interval_seconds == 0
 
 
@@ -80,7 +80,7 @@ def test_dotenv_file_is_read_and_real_environment_wins(tmp_path, monkeypatch):
     monkeypatch.delenv("BACKEND_TEST_CONCURRENCY", raising=False)
     settings = load_settings(read_environment(env_file))
     assert settings.port == 9200
-    assert settings.test_concurrency == 7
+    assert settings.probe_concurrency == 7
 
 
 @pytest.mark.parametrize("token", ["t", "fifteen-chars-x", "has a space in it 0123", "tab\tinside-the-token-0123"])

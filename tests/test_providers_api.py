@@ -340,3 +340,15 @@ async def test_api_responses_carry_security_headers(api):
         assert response.headers["Cache-Control"] == "no-store"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["X-Request-Id"]
+
+
+async def test_the_provider_json_rendered_by_sql_is_exactly_the_documented_shape(api, provider_body, fake_provider):
+    from jsonschema import Draft202012Validator
+
+    from registry import schemas
+    created = (await api.post("/api/providers", json=provider_body(base_url=fake_provider.url + "/v1"))).json()
+    await api.post(f"/api/providers/{created['id']}/test")
+    for provider in (created, (await api.get(f"/api/providers/{created['id']}")).json(),
+                     (await api.get("/api/providers")).json()[0]):
+        Draft202012Validator(schemas.PROVIDER).validate(provider)
+        assert set(provider) == set(schemas.PROVIDER["properties"])
