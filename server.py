@@ -3,6 +3,8 @@
     python server.py [--host H] [--port P]
     python server.py --export [--backup-file F]
     python server.py --restore [--backup-file F] [--dry-run]
+    python server.py --create-token NAME --role admin|viewer|consumer [--providers ID,ID] [--expires-in-days N]
+    python server.py --list-tokens | --revoke-token NAME
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -33,13 +36,16 @@ from handlers.listener import HTTPListener, raise_open_file_limit
 from handlers.request_guard import RequestGuard
 from outbound.client import OutboundClient
 from registry import backup_file
-from registry.config import ConfigError, Settings, load_settings, read_environment
+from registry.access import CLI, ROLES
+from registry.audit import AuditLog
+from registry.config import ConfigError, Settings, check_listen_address, load_settings, read_environment
 from registry.errors import RegistryError
 from registry.housekeeping import prepare_at_start_up
 from registry.inventory import Inventory
 from registry.keyring import Keyring, SecretFileError, load_or_create_secret
 from registry.memory import release_freed_memory, return_large_blocks_promptly, tune_garbage_collector
 from registry.probes import ProbeService
+from registry.tokens import TokenService
 from store.database import (DatabaseError, apply_migrations, connect, corruption_message, is_corruption,
                             load_migrations)
 
@@ -57,21 +63,43 @@ class Runtime:
     settings: Settings
     conn: sqlite3.Connection
     inventory: Inventory
+    tokens: TokenService
+    audit: AuditLog
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr and exit code 1, like every other refusal."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see python server.py --help)", file=sys.stderr)
+        sys.exit(1)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="server.py", description="Self-hosted registry of LLM providers (REST API, JSON backup).")
     parser.add_argument("--host", help="listen address (default: BACKEND_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default: BACKEND_PORT or 8000)")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--export", action="store_true", help="write the backup file and exit")
     action.add_argument("--restore", action="store_true", help="restore the database from the backup file and exit")
+    action.add_argument("--create-token", metavar="NAME", help="create an API token, print its secret and exit")
+    action.add_argument("--list-tokens", action="store_true", help="list the API tokens (no secrets) and exit")
+    action.add_argument("--revoke-token", metavar="NAME", help="revoke an API token and exit")
+    parser.add_argument("--role", choices=ROLES, help="with --create-token: the token's role")
+    parser.add_argument("--providers", metavar="ID,ID", help="with --create-token: the provider ids it may see")
+    parser.add_argument("--expires-in-days", type=int, metavar="N", help="with --create-token: its lifetime")
     parser.add_argument("--backup-file", help="backup file to export to / restore from "
                                               "(default: BACKEND_BACKUP_FILE)")
     parser.add_argument("--dry-run", action="store_true",
                         help="with --restore: report what would change, change nothing")
     args = parser.parse_args(argv)
+    if args.create_token is not None and args.role is None:
+        parser.error("--create-token needs --role (admin, viewer or consumer)")
+    if (args.role or args.providers or args.expires_in_days is not None) and args.create_token is None:
+        parser.error("--role, --providers and --expires-in-days go with --create-token")
+    if args.providers is not None and not re.fullmatch(r"[0-9]+(,[0-9]+)*", args.providers):
+        parser.error("--providers takes provider ids separated by commas, such as 1,4,7")
     if args.dry_run and not args.restore:
         parser.error("--dry-run goes with --restore")
     if args.port is not None and not 1 <= args.port <= 65535:
@@ -94,7 +122,9 @@ def open_runtime(settings: Settings) -> Runtime:
         apply_migrations(conn, load_migrations())
     except (SecretFileError, DatabaseError) as exc:
         raise StartupError(str(exc)) from None
-    return Runtime(settings, conn, Inventory(conn, Keyring(secrets), settings.backup_file))
+    audit = AuditLog(conn, settings.audit_keep)
+    return Runtime(settings, conn, Inventory(conn, Keyring(secrets), settings.backup_file, audit),
+                   TokenService(conn, audit, settings.admin_token), audit)
 
 
 def make_app(runtime: Runtime, probes: ProbeService) -> tornado.web.Application:
@@ -103,9 +133,10 @@ def make_app(runtime: Runtime, probes: ProbeService) -> tornado.web.Application:
         default_handler_class=NotFoundHandler,
         inventory=runtime.inventory,
         probes=probes,
-        admin_token=runtime.settings.admin_token,
-        request_guard=RequestGuard(runtime.settings.allowed_origins, runtime.settings.allowed_hosts,
-                                   loopback_only=runtime.settings.admin_token is None),
+        tokens=runtime.tokens,
+        audit=runtime.audit,
+        request_guard=RequestGuard(runtime.settings.allowed_origins, runtime.settings.allowed_hosts),
+        routes=tuple(default_handlers),
         log_function=AccessLog(),
         requests_in_flight=RequestsInFlight(),
         **ui_settings,
@@ -175,7 +206,16 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 def run_export(runtime: Runtime, target: Path) -> str:
-    return f"exported {runtime.inventory.write_backup(target)} providers to {target}"
+    return f"exported {runtime.inventory.write_backup(target, actor=CLI)} providers to {target}"
+
+
+def run_list_tokens(runtime: Runtime) -> str:
+    lines = [f"{'id':>4}  {'name':30} {'role':9} {'providers':12} {'expires':24} last used"]
+    for token in runtime.tokens.list():
+        scope = "all" if token["providers"] is None else ",".join(map(str, token["providers"]))
+        lines.append(f"{token['id']:>4}  {token['name'][:30]:30} {token['role']:9} {scope[:12]:12} "
+                     f"{token['expires_at'] or 'never':24} {token['last_used_at'] or 'never'}")
+    return "\n".join(lines)
 
 
 def run_restore(runtime: Runtime, source: Path, dry_run: bool) -> str:
@@ -188,7 +228,7 @@ def run_restore(runtime: Runtime, source: Path, dry_run: bool) -> str:
         lines += [f"  remove: {name}" for name in preview.removed]
         lines += [f"  change: {c['name']} ({', '.join(c['fields'])})" for c in preview.changed]
         return "\n".join(lines)
-    restored = runtime.inventory.restore(document)
+    restored = runtime.inventory.restore(document, CLI)
     return f"restored {restored} providers from {source}; backup written to {runtime.inventory.backup_path}"
 
 
@@ -198,8 +238,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(read_environment(), host=args.host, port=args.port,
                                  backup_file=None if args.restore else args.backup_file)
+        serving = not (args.export or args.restore or args.create_token or args.list_tokens or args.revoke_token)
+        if serving and not settings.database_path.exists():
+            check_listen_address(settings, tokens_exist=False)  # before anything is created
         runtime = open_runtime(settings)
         try:
+            if args.create_token is not None:
+                providers = None if args.providers is None else [int(i) for i in args.providers.split(",")]
+                _, secret = runtime.tokens.create(args.create_token, args.role, providers, args.expires_in_days, CLI)
+                print(secret)
+                return 0
+            if args.list_tokens:
+                print(run_list_tokens(runtime))
+                return 0
+            if args.revoke_token is not None:
+                name = runtime.tokens.revoke(None, CLI, name=args.revoke_token, allow_last_admin=True)
+                print(f"revoked the token {name!r}")
+                return 0
             if args.export or args.restore:
                 file_arg = Path(args.backup_file) if args.backup_file else settings.backup_file
                 if args.export:
@@ -207,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     print(run_restore(runtime, file_arg, args.dry_run))
                 return 0
+            check_listen_address(settings, tokens_exist=runtime.tokens.auth_enabled)
             run_event_loop(serve(runtime))
         finally:
             runtime.conn.close()

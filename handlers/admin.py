@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from handlers.base import BaseHandler
+from registry.access import MANAGE_BACKUP
 from registry.memory import release_freed_memory
 
 
@@ -16,13 +17,17 @@ class WholeInventoryHandler(BaseHandler):
 
 
 class ExportHandler(WholeInventoryHandler):
+    permissions = {"GET": MANAGE_BACKUP}
+
     def get(self) -> None:
-        self.write_json_text(self.inventory.export_json())
+        self.write_json_text(self.inventory.export_json(self.actor))
 
 
 class RestoreHandler(WholeInventoryHandler):
     """An empty body restores from the configured backup file; a backup document as the body
     restores from it. `?dry_run=true` reports what would change and changes nothing."""
+
+    permissions = {"POST": MANAGE_BACKUP}
 
     async def post(self) -> None:
         dry_run = self.query_bool("dry_run") or False
@@ -30,7 +35,7 @@ class RestoreHandler(WholeInventoryHandler):
         if dry_run:
             self.write_json((await self.inventory.preview_restore_from(raw)).as_dict())
         else:
-            self.write_json({"restored": await self.inventory.restore_from(raw)})
+            self.write_json({"restored": await self.inventory.restore_from(raw, self.actor)})
 
 
 default_handlers = [

@@ -4,7 +4,6 @@ and the one renderer of errors as JSON `{"detail": ..., "errors": [...]}`."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import json
 import logging
@@ -12,12 +11,14 @@ import re
 import sys
 import time
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 from jsonschema import Draft202012Validator
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler, stream_request_body
 
-from handlers.request_guard import RequestGuard
+from handlers.request_guard import RequestGuard, is_loopback_name
+from registry.access import ANONYMOUS_ACTOR, Actor
 from registry.errors import RegistryError
 from registry.schemas import InvalidJson, parse_json, validation_errors
 
@@ -190,11 +191,16 @@ def is_api_path(path: str) -> bool:
     return path == "/api" or path.startswith("/api/")
 
 
-def refuse_foreign_host(handler: RequestHandler) -> None:
+def refuse_foreign_host(handler: RequestHandler, loopback_only: bool) -> None:
     """403 for a `Host` the server does not answer to (DNS rebinding); see request_guard."""
-    refusal = handler.settings["request_guard"].host_refusal(handler.request.host)
+    refusal = handler.settings["request_guard"].host_refusal(handler.request.host, loopback_only)
     if refusal:
         raise ApiError(403, refusal)
+
+
+def loopback_only(handler: RequestHandler) -> bool:
+    """No authentication configured (no BACKEND_ADMIN_TOKEN, no API token): loopback only, Host checked."""
+    return not handler.settings["tokens"].auth_enabled
 
 
 @stream_request_body
@@ -246,8 +252,9 @@ class BaseHandler(AnnouncesClose, JsonErrors, RequestHandler):
         # Tornado reads the request to its end only after prepare(), so it closes the connection
         # after a response sent from here; finish() says so in a Connection header.
         self._body_unread = True
+        open_mode = loopback_only(self)
         if self.request.path != "/ping":
-            refuse_foreign_host(self)
+            refuse_foreign_host(self, open_mode)
         if is_api_path(self.request.path):
             headers = self.request.headers
             origin = headers.get("Origin")
@@ -259,7 +266,8 @@ class BaseHandler(AnnouncesClose, JsonErrors, RequestHandler):
                 self._answer_preflight()
                 return
             # Auth next, so a client without the token learns nothing else (not even 404 or 413).
-            self._check_admin_token()
+            self.actor = self._authenticated(open_mode)
+            self._authorize()
         self._check_body_headers(json_only=is_api_path(self.request.path))
         self._body_unread = False
 
@@ -356,14 +364,40 @@ class BaseHandler(AnnouncesClose, JsonErrors, RequestHandler):
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _check_admin_token(self) -> None:
-        token = self.settings.get("admin_token")
-        if not token:
-            return
+    # The permission each HTTP method of the route needs (registry/access.py); a method not listed
+    # is allowed to no role. None: any authenticated caller (the JSON 404 of unknown paths).
+    permissions: dict[str, str] | None = {}
+
+    def _authenticated(self, open_mode: bool) -> Actor:
+        client = self.request.remote_ip
+        if open_mode:
+            if not is_loopback_name(client if ":" not in client else f"[{client}]"):
+                raise ApiError(403, "No authentication is configured, so only this machine may call the API: set "
+                                    "BACKEND_ADMIN_TOKEN or create an admin token (python server.py --create-token "
+                                    "NAME --role admin).")
+            return Actor(ANONYMOUS_ACTOR, "admin", request_id=self.request_id, client=client)
         scheme, _, provided = self.request.headers.get("Authorization", "").partition(" ")
-        if not (scheme.lower() == "bearer" and
-                hmac.compare_digest(provided.strip().encode("utf-8"), token.encode("utf-8"))):
+        actor = self.settings["tokens"].authenticate(provided.strip()) if scheme.lower() == "bearer" else None
+        if actor is None:
+            self.settings["audit"].denied(Actor(ANONYMOUS_ACTOR, "-", request_id=self.request_id, client=client))
             raise ApiError(401, _STATUS_DETAILS[401])
+        return replace(actor, request_id=self.request_id, client=client)
+
+    def _authorize(self) -> None:
+        if self.permissions is None:
+            return
+        if self.request.method not in self.allowed_methods():
+            return  # a method the route does not have: Tornado answers 405
+        permission = self.permissions.get(self.request.method)
+        if permission is None or not self.actor.may(permission):
+            self.settings["audit"].denied(self.actor)
+            raise ApiError(403, f"The {self.actor.role} role may not {self.request.method} {self.request.path[:200]}.")
+
+    def may_see(self, provider_id: int) -> int:
+        """`provider_id` if the caller's scope holds it; a 404 (as for a provider that does not exist) if not."""
+        if not self.actor.sees(provider_id):
+            raise ApiError(404, f"Provider {provider_id} does not exist.")
+        return provider_id
 
     def _incoming_request_id(self) -> str | None:
         incoming = self.request.headers.get("X-Request-Id", "")
@@ -374,6 +408,8 @@ class NotFoundHandler(BaseHandler):
     """Every path no route matches (unknown ids that are not numbers included): a JSON 404, after
     the checks every request gets (Host, Origin, token) and after reading the body, so the
     connection stays usable."""
+
+    permissions = None
 
     def not_found(self, *args: Any) -> None:
         raise ApiError(404, f"No such path: {self.request.path[:200]}")
@@ -389,7 +425,7 @@ class GuardedStaticFileHandler(AnnouncesClose, JsonErrors, StaticFileHandler):
 
     def prepare(self) -> None:
         self._body_unread = True
-        refuse_foreign_host(self)
+        refuse_foreign_host(self, loopback_only(self))
         check_content_length(self.request)
         self._body_unread = False
 

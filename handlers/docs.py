@@ -6,11 +6,13 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 import importlib.util
 import os
 from typing import Any
 
 from registry import schemas
+from registry.access import roles_with
 from handlers.base import BaseHandler, GuardedStaticFileHandler
 
 # Located, not imported: the package's Python side (Jinja2, YAML) is not needed to serve its files.
@@ -69,9 +71,15 @@ def _operation(operation_id: str, tag: str, summary: str, responses: dict[str, A
     return operation
 
 
+def build_openapi(routes: tuple = ()) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the API; `routes` (the Application's) give each operation the
+    roles that may call it."""
+    return _build_openapi(tuple((route[0], route[1]) for route in routes))
+
+
 @functools.cache
-def build_openapi() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the API (built once: the schemas do not change while running)."""
+def _build_openapi(routes: tuple[tuple[str, type], ...]) -> dict[str, Any]:
+    """Built once per route table: the schemas do not change while running."""
     bulk_result = {**schemas.TEST_RESULT,
                    "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
                                   **schemas.TEST_RESULT["properties"]},
@@ -101,6 +109,21 @@ def build_openapi() -> dict[str, Any]:
         _LIMIT,
         {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
     ]
+    credentials = {"type": "object", "required": ["id", "name", "type", "base_url", "api_key", "headers", "query"],
+                   "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "type": _ref("ProviderType"),
+                                  "base_url": {"type": "string"}, "api_key": {"type": ["string", "null"]},
+                                  "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                                  "query": {"type": "object", "additionalProperties": {"type": "string"}}}}
+    resolved = {"type": "object", "required": ["model", "candidates"], "properties": {
+        "model": {"type": "string"}, "candidates": {"type": "array", "items": {
+            "type": "object", "required": ["id", "name", "type", "base_url", "health", "p50_ms"], "properties": {
+                "id": {"type": "integer"}, "name": {"type": "string"}, "type": _ref("ProviderType"),
+                "base_url": {"type": "string"}, "health": {"type": "string", "enum": ["up", "unknown", "down"]},
+                "p50_ms": {"type": ["number", "null"]}}}}}}
+    created_token = {**schemas.TOKEN, "properties": {**schemas.TOKEN["properties"], "token": {"type": "string"}},
+                     "required": [*schemas.TOKEN["required"], "token"]}
+    audit_page = {"type": "object", "required": ["events", "next_before"], "properties": {
+        "events": {"type": "array", "items": {"type": "object"}}, "next_before": {"type": ["integer", "null"]}}}
     provider = _json(_ref("Provider"), "The provider.")
     test_result = _json(_ref("TestResult"), "The result of the connectivity test.")
     paths = {
@@ -172,7 +195,50 @@ def build_openapi() -> dict[str, Any]:
                 parameters=[{"name": "dry_run", "in": "query", "required": False,
                              "schema": {"type": "string", "enum": ["true", "false"]}}]),
         },
+        "/api/providers/{provider_id}/credentials": {
+            "parameters": [_PROVIDER_ID],
+            "get": _operation("getCredentials", "access",
+                              "The provider's key and the headers and query its type authenticates with (audited)",
+                              {"200": _json(credentials, "What an application needs to call the provider."),
+                               **_errors(404, 409)}),
+        },
+        "/api/resolve": {
+            "get": _operation("resolveModel", "access", "The active providers offering a model, best first",
+                              {"200": _json(resolved, "Candidates, best first."), **_errors(400, 404)},
+                              parameters=[{"name": "model", "in": "query", "required": True,
+                                           "schema": {"type": "string", "minLength": 1}},
+                                          {"name": "type", "in": "query", "required": False,
+                                           "schema": _ref("ProviderType")}]),
+        },
+        "/api/tokens": {
+            "get": _operation("listTokens", "access", "The API tokens (never their secrets)",
+                              {"200": _json({"type": "array", "items": _ref("Token")}, "Every token.")}),
+            "post": _operation("createToken", "access", "Create an API token (its secret is shown this once)",
+                               {"201": _json(created_token, "The token and its secret."),
+                                **_errors(400, 409, 413, 422)}, body=_ref("TokenCreate")),
+        },
+        "/api/tokens/self": {
+            "get": _operation("getOwnToken", "access", "The caller's own token",
+                              {"200": _json({"type": "object"}, "The caller's token record.")}),
+        },
+        "/api/tokens/{token_id}": {
+            "parameters": [{"name": "token_id", "in": "path", "required": True,
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}}],
+            "delete": _operation("revokeToken", "access", "Revoke an API token",
+                                 {"204": {"description": "Revoked."}, **_errors(404, 409)}),
+        },
+        "/api/audit": {
+            "get": _operation("listAuditEvents", "access", "The audit log, newest first",
+                              {"200": _json(audit_page, "One page of records."), **_errors(400)},
+                              parameters=[_LIMIT, *({"name": name, "in": "query", "required": False,
+                                                     "schema": schema} for name, schema in (
+                                  ("before", {"type": "integer", "minimum": 1, "maximum": 2**53 - 1}),
+                                  ("action", {"type": "string", "minLength": 1}),
+                                  ("actor", {"type": "string"}),
+                                  ("target_id", {"type": "integer", "minimum": 0, "maximum": 2**53 - 1})))]),
+        },
     }
+    _document_roles(paths, routes)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Provider registry", "version": API_VERSION,
@@ -194,12 +260,30 @@ def build_openapi() -> dict[str, Any]:
                 "BackupDocument": schemas.BACKUP_DOCUMENT,
                 "BackupProvider": schemas.BACKUP_PROVIDER,
                 "Error": schemas.ERROR,
+                "Token": schemas.TOKEN,
+                "TokenCreate": schemas.TOKEN_CREATE,
             }),
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                                               "description": "BACKEND_ADMIN_TOKEN, when the server has one."}},
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer",
+                "description": "BACKEND_ADMIN_TOKEN or an API token (prt_...). Each operation's security "
+                               "requirement lists the roles that may call it."}},
         },
         "security": [{"bearerAuth": []}],
     }
+
+
+def _document_roles(paths: dict[str, Any], routes: tuple) -> None:
+    """Each API operation's security requirement lists the roles its handler's permission table
+    allows (OpenAPI 3.1: role names for an http scheme), read from the routes themselves."""
+    for pattern, handler, *_ in routes:
+        path = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern).replace("\\.", ".")
+        permissions = getattr(handler, "permissions", None)
+        for method, operation in paths.get(path, {}).items():
+            if method == "parameters" or not permissions:
+                continue
+            permission = permissions.get(method.upper())
+            operation["security"] = [{"bearerAuth": roles_with(permission) if permission else []}]
+            operation["x-permission"] = permission
 
 
 def _shared_by_reference(components: dict[str, dict]) -> dict[str, dict]:
@@ -222,7 +306,7 @@ def _shared_by_reference(components: dict[str, dict]) -> dict[str, dict]:
 
 class OpenApiHandler(BaseHandler):
     def get(self) -> None:
-        self.write_json(build_openapi())
+        self.write_json(build_openapi(self.settings["routes"]))
 
 
 _DOCS_PAGE = """<!DOCTYPE html>

@@ -52,16 +52,16 @@ def is_loopback_name(name: str) -> bool:
 class RequestGuard:
     """The Host and Origin rules of one server, built from its settings."""
 
-    def __init__(self, allowed_origins: frozenset[str], allowed_hosts: frozenset[str] | None, loopback_only: bool):
+    def __init__(self, allowed_origins: frozenset[str], allowed_hosts: frozenset[str] | None):
         self.allowed_origins = allowed_origins
         self.allowed_hosts = allowed_hosts or frozenset()
-        # Loopback-only mode checks Host always; with a token only when hosts are listed.
-        self.checks_host = loopback_only or allowed_hosts is not None
+        self._hosts_listed = allowed_hosts is not None
         self._host_allowed: dict[str, bool] = {}
 
-    def host_refusal(self, host_header: str) -> str | None:
-        """Why a request naming this `Host` is refused, or None."""
-        if not self.checks_host:
+    def host_refusal(self, host_header: str, loopback_only: bool) -> str | None:
+        """Why a request naming this `Host` is refused, or None. Loopback-only mode (no
+        authentication configured) checks Host always; otherwise only when hosts are listed."""
+        if not (loopback_only or self._hosts_listed):
             return None
         allowed = self._host_allowed.get(host_header)
         if allowed is None:

@@ -45,6 +45,7 @@ class Settings:
     # Host names the API answers to besides loopback ones; None = any (only with an admin token).
     allowed_hosts: frozenset[str] | None = None
     idle_timeout_seconds: float = 75.0
+    audit_keep: int = 100_000
 
 
 def read_environment(env_file: Path | None = None) -> dict[str, str]:
@@ -79,13 +80,18 @@ def load_settings(env: Mapping[str, str], host: str | None = None, port: int | N
         allowed_origins=parse_allowed_origins(env.get("BACKEND_ALLOWED_ORIGINS", "")),
         allowed_hosts=parse_allowed_hosts(env.get("BACKEND_ALLOWED_HOSTS", "")),
         idle_timeout_seconds=_number(env, "BACKEND_IDLE_TIMEOUT_SECONDS", "75", float, minimum=0.001),
+        audit_keep=_number(env, "BACKEND_AUDIT_KEEP", "100000", int, minimum=1),
     )
-    if settings.admin_token is None and not is_loopback_host(settings.host):
-        raise ConfigError(
-            f"refusing to listen on {settings.host} without an admin token: set BACKEND_ADMIN_TOKEN "
-            "(e.g. BACKEND_ADMIN_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')) "
-            "or listen on 127.0.0.1")
     return settings
+
+
+def check_listen_address(settings: Settings, tokens_exist: bool) -> None:
+    """Without authentication (no BACKEND_ADMIN_TOKEN, no API token) the server listens on loopback only."""
+    if settings.admin_token is None and not tokens_exist and not is_loopback_host(settings.host):
+        raise ConfigError(
+            f"refusing to listen on {settings.host} without authentication: set BACKEND_ADMIN_TOKEN "
+            "(e.g. BACKEND_ADMIN_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')), "
+            "create an admin token (python server.py --create-token NAME --role admin), or listen on 127.0.0.1")
 
 
 def parse_database_url(url: str) -> Path:

@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from registry import backup_file, restore
+from registry.access import SYSTEM, Actor
+from registry.audit import AuditLog
 from registry.errors import Conflict, store_errors_translated
 from registry.fields import normalized, with_defaults
 from registry.group_commit import ApplyChange, Change, GroupCommit
 from registry.keyring import Keyring, UndecryptableKey
+from registry.provider_types import PROVIDER_TYPES
 from registry.read_cache import CommitWatcher, ReadCache
 from registry.restore import RestorePreview
 from registry.timestamps import utc_timestamp
@@ -32,6 +35,7 @@ from store.provider_rows import NO_FILTER, Provider, ProviderFilter
 
 log = logging.getLogger("provider_registry")
 _UNREADABLE = object()
+DEFAULT_AUDIT_KEEP = 100_000
 
 
 class RestorePending(Conflict):
@@ -49,10 +53,11 @@ class RestorePending(Conflict):
 
 
 class Inventory:
-    def __init__(self, conn: sqlite3.Connection, keyring: Keyring, backup_path: Path):
+    def __init__(self, conn: sqlite3.Connection, keyring: Keyring, backup_path: Path, audit: AuditLog | None = None):
         self._conn = conn
         self.keyring = keyring
         self.backup_path = backup_path
+        self.audit = audit or AuditLog(conn, DEFAULT_AUDIT_KEEP)
         provider_rows.use_key_preview(conn, keyring.preview)
         # Each provider's backup record JSON as committed, in id order: a change re-renders only
         # the records it touched, and the backup file is these joined. None until first needed.
@@ -78,10 +83,11 @@ class Inventory:
         return provider_rows.first_provider_with_key(self._conn)
 
     def list_json(self, is_active: bool | None = None, provider_type: str | None = None,
-                  name_contains: str | None = None, limit: int | None = None,
-                  offset: int = 0) -> tuple[list[bytes], int]:
-        """A page of providers as API JSON (UTF-8), ordered by id, and the total matching."""
-        filters = ProviderFilter(is_active=is_active, type=provider_type, name_contains=name_contains)
+                  name_contains: str | None = None, limit: int | None = None, offset: int = 0,
+                  ids: frozenset[int] | None = None) -> tuple[list[bytes], int]:
+        """A page of providers as API JSON (UTF-8), ordered by id, and the total matching; `ids`
+        limits them to a token's scope."""
+        filters = ProviderFilter(is_active=is_active, type=provider_type, name_contains=name_contains, ids=ids)
         self._follow_other_processes(reading=True)
         ids, total = provider_rows.list_provider_ids(self._conn, filters, limit, offset)
         texts = {i: text for i in ids if (text := self._cache.get(i)) is not None}
@@ -148,9 +154,10 @@ class Inventory:
 
     # -- changes (each mirrored into the backup) -----------------------------------------------
 
-    async def create(self, fields: dict[str, Any]) -> int:
+    async def create(self, body: dict[str, Any], actor: Actor = SYSTEM) -> int:
         """Create from a validated create body; returns the new provider's id."""
-        fields = with_defaults(fields)
+        fields = with_defaults(body)
+        named = sorted(name for name, value in body.items() if not (name == "api_key" and value is None))
         now = utc_timestamp()
         values = {"name": fields["name"], "type": fields["type"], "base_url": fields["base_url"],
                   "api_key_ciphertext": self._encrypt(fields["api_key"]), "models": fields["models"],
@@ -158,12 +165,14 @@ class Inventory:
 
         def insert(change: Change) -> int:
             provider_id = provider_rows.insert_provider(change.conn, values)
+            self.audit.record(change.conn, actor, "provider.create", "provider", provider_id, values["name"], named)
             change.touched.add(provider_id)
             return provider_id
 
         return await self._submit(insert)
 
-    async def update(self, provider_id: int, changes: dict[str, Any]) -> None:
+    async def update(self, provider_id: int, changes: dict[str, Any], actor: Actor = SYSTEM,
+                     action: str = "provider.update") -> None:
         """Apply a validated PATCH body. Fields equal to what is stored then are not changes: a
         PATCH that changes nothing writes nothing and keeps `updated_at`."""
         wanted = {name: normalized(name, value) for name, value in changes.items()}
@@ -182,13 +191,17 @@ class Inventory:
                     values[name] = value
             if values:
                 provider_rows.update_provider(change.conn, provider_id, {**values, "updated_at": utc_timestamp()})
+                self.audit.record(change.conn, actor, action, "provider", provider_id, values.get("name", current.name),
+                                  ["api_key" if name == "api_key_ciphertext" else name for name in values])
                 change.touched.add(provider_id)
 
         await self._submit(apply)
 
-    async def delete(self, provider_id: int) -> None:
+    async def delete(self, provider_id: int, actor: Actor = SYSTEM) -> None:
         def apply(change: Change) -> None:
+            name = provider_rows.get_provider(change.conn, provider_id).name
             provider_rows.delete_provider(change.conn, provider_id)
+            self.audit.record(change.conn, actor, "provider.delete", "provider", provider_id, name)
             change.touched.add(provider_id)
 
         await self._submit(apply)
@@ -206,13 +219,15 @@ class Inventory:
 
         await self._submit(apply)
 
-    def restore(self, document: Any) -> int:
+    def restore(self, document: Any, actor: Actor = SYSTEM) -> int:
         """Replace the whole inventory with a backup document's, keeping ids; nothing changes
         unless the whole document passes `restore.check_document`. Ends restore-pending mode."""
-        return self._restore_records(restore.check_document(document, self.keyring))
+        return self._restore_records(restore.check_document(document, self.keyring), actor)
 
-    def _restore_records(self, records: list[dict[str, Any]]) -> int:
+    def _restore_records(self, records: list[dict[str, Any]], actor: Actor) -> int:
         with self._mirrored_change(None) as change:
+            self.audit.record(change.conn, actor, "inventory.restore", "inventory",
+                              target_name=f"{len(records)} providers")
             provider_rows.delete_all_providers(change.conn)
             for record in records:
                 values = {k: v for k, v in record.items() if k not in ("id", "api_key")}
@@ -227,12 +242,12 @@ class Inventory:
         """What `restore(document)` would change; validates exactly as restore does."""
         return restore.preview(restore.check_document(document, self.keyring), self.list(), self.keyring)
 
-    async def restore_from(self, body: bytes) -> int:
+    async def restore_from(self, body: bytes, actor: Actor = SYSTEM) -> int:
         """Restore from a request body holding a backup document, or from the backup file when the
         body is empty. The document is parsed and checked on a worker thread (a large one takes a
         while), the event loop serving meanwhile."""
         records = await asyncio.to_thread(self._checked_records, body)
-        return self._restore_records(records)
+        return self._restore_records(records, actor)
 
     async def preview_restore_from(self, body: bytes) -> RestorePreview:
         records = await asyncio.to_thread(self._checked_records, body)
@@ -252,12 +267,16 @@ class Inventory:
 
     # -- the backup ----------------------------------------------------------------------------
 
-    def export_json(self) -> bytes:
-        """The backup document of the whole inventory, read from the database."""
+    def export_json(self, actor: Actor | None = None) -> bytes:
+        """The backup document of the whole inventory, read from the database; an export for an
+        actor (a person, not the backup mirror) is on record."""
+        if actor is not None:
+            with transaction(self._conn) as conn:
+                self.audit.record(conn, actor, "inventory.export", "inventory")
         records = (record for _, record in provider_rows.backup_records_json(self._conn))
         return b"".join(backup_file.document_parts(records))
 
-    def write_backup(self, path: Path | None = None) -> int:
+    def write_backup(self, path: Path | None = None, actor: Actor | None = None) -> int:
         """Write the backup document to `path` (default: the backup file); returns how many providers.
         Raises RestorePending rather than overwrite a backup that holds providers with an empty inventory."""
         if path is None or _same_file(path, self.backup_path):
@@ -265,11 +284,30 @@ class Inventory:
             pending = self.check_restore_pending()
             if pending is not None:
                 raise pending
+        if actor is not None:
+            with transaction(self._conn) as conn:
+                self.audit.record(conn, actor, "inventory.export", "inventory",
+                                  target_name=str(path or self.backup_path))
         records = dict(provider_rows.backup_records_json(self._conn))
         backup_file.write_atomically(path or self.backup_path, backup_file.document_parts(records.values()))
         if path is None:
             self._records = records
         return len(records)
+
+    def credentials(self, provider_id: int, actor: Actor) -> dict[str, Any]:
+        """What an application needs to call a provider: its base URL, plaintext key, and the headers
+        and query its type authenticates with. The read is on record (committed) before the key is
+        returned. Inactive providers and keys no secret decrypts are 409."""
+        provider = self.get(provider_id)
+        if not provider.is_active:
+            raise Conflict(f"Provider {provider_id} is inactive: applications should not use it.")
+        api_key = self.decrypted_api_key(provider)  # UndecryptableKey is a 409
+        provider_type = PROVIDER_TYPES[provider.type]
+        with transaction(self._conn) as conn:
+            self.audit.record(conn, actor, "credentials.read", "provider", provider.id, provider.name)
+        return {"id": provider.id, "name": provider.name, "type": provider.type, "base_url": provider.base_url,
+                "api_key": api_key, "headers": provider_type.auth_headers(api_key),
+                "query": provider_type.credential_query}
 
     def reconcile_backup(self) -> str | None:
         """At start-up, make the backup mirror the database again (a crash may have left it one

@@ -17,7 +17,8 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 from outbound.answers import Answer, RequestNotSent, TransportFailure
 from outbound.client import OutboundClient
 from outbound.timings import NO_TIMINGS
-from registry.errors import Conflict, UpstreamUnusable
+from registry.access import SYSTEM, Actor
+from registry.errors import Conflict, NotFound, UpstreamUnusable
 from registry.fields import MAX_MODEL_LENGTH, MAX_MODELS, with_defaults
 from registry.inventory import Inventory
 from registry.keyring import UndecryptableKey
@@ -32,6 +33,9 @@ log = logging.getLogger("provider_registry.probes")
 _HEADER_VALUE = re.compile(r"[\t -~]*")
 # Characters left as they are when a URL is made ASCII: everything RFC 3986 allows in a path.
 _URL_SAFE = "/:@!$&'()*+,;=~%-._"
+
+
+RESOLVE_WINDOW = 20  # the recent results a candidate's p50 is taken over
 
 
 class BulkProbeInProgress(Conflict):
@@ -209,7 +213,7 @@ class ProbeService:
         return {"models": upstream, "missing": [m for m in configured if m not in set(upstream)],
                 "new": [m for m in upstream if m not in set(configured)]}
 
-    async def sync_models(self, provider_id: int) -> None:
+    async def sync_models(self, provider_id: int, actor: Actor = SYSTEM) -> None:
         """Set the provider's models to the upstream list (ids a provider cannot hold, empty or
         longer than 200 characters, are left out); raises UpstreamUnusable."""
         self.inventory.ensure_writable()  # before the probe, not after it
@@ -218,7 +222,7 @@ class ProbeService:
         if len(storable) > MAX_MODELS:
             raise UpstreamUnusable(f"The provider lists {len(storable)} models, more than the {MAX_MODELS} a "
                                    "provider can hold; nothing was changed.")
-        await self.inventory.update(provider_id, {"models": storable})
+        await self.inventory.update(provider_id, {"models": storable}, actor, action="provider.sync_models")
 
     async def _upstream_models(self, provider_id: int) -> tuple[list[str], list[str]]:
         provider = self.inventory.get(provider_id)
@@ -228,6 +232,27 @@ class ProbeService:
             raise UpstreamUnusable(f"The provider did not return a model list (probe status "
                                    f"{outcome.result['status']}: {reason}).")
         return outcome.offered_models, provider.models
+
+    def resolve(self, model: str, provider_type: str | None, scope: frozenset[int] | None) -> dict[str, Any]:
+        """The active providers (within `scope`) whose models hold `model`, best first: last probe
+        online, then never probed, then the rest; then lower p50 of their recent online results
+        (none last); then id. NotFound when there is none."""
+        candidates = []
+        for provider in self.inventory.list(ProviderFilter(is_active=True, type=provider_type, ids=scope)):
+            if model not in provider.models:
+                continue
+            last = provider.last_test
+            health = "up" if last and last["status"] == "online" else "unknown" if last is None else "down"
+            online = sorted(r["latency_ms"] for r in self.inventory.history(provider.id, RESOLVE_WINDOW)
+                            if r["status"] == "online")
+            candidates.append({"id": provider.id, "name": provider.name, "type": provider.type,
+                               "base_url": provider.base_url, "health": health,
+                               "p50_ms": _percentile(online, 50)})
+        if not candidates:
+            raise NotFound(f"No active provider offers the model {model[:200]!r}.")
+        rank = {"up": 0, "unknown": 1, "down": 2}
+        candidates.sort(key=lambda c: (rank[c["health"]], c["p50_ms"] is None, c["p50_ms"] or 0.0, c["id"]))
+        return {"model": model, "candidates": candidates}
 
     def history(self, provider_id: int, limit: int) -> dict[str, Any]:
         """The provider's latest results (newest first) and their summary."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class ProviderType:
         if api_key:
             headers[self.key_header] = self.key_format.format(key=api_key)
         return headers
+
+    @property
+    def credential_query(self) -> dict[str, str]:
+        """The query parameters a request to this type carries (Azure's api-version)."""
+        return dict(parse_qsl(self.probe_query))
 
     def offered_models(self, body: bytes) -> list[str] | None:
         """The model ids an answer to the probe lists, or None when it has no list in this type's shape."""

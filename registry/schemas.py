@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError, _keywords, validators
 
+from registry.access import ROLES
 from registry.fields import MAX_MODEL_LENGTH, MAX_MODELS, PROVIDER_DEFAULTS, WHITESPACE
 from registry.provider_types import PROVIDER_TYPES
 from store.provider_rows import MAX_ID
@@ -262,7 +263,33 @@ def _items(validator, items: Any, instance: Any, schema: dict) -> Iterator[Valid
 SchemaValidator = validators.extend(
     Draft202012Validator, validators={"pattern": _pattern, "uniqueItems": _unique_items, "items": _items})
 
+TOKEN_CREATE = {
+    "type": "object",
+    "properties": {
+        "name": NAME,
+        "role": {"type": "string", "enum": list(ROLES)},
+        "providers": {"type": ["array", "null"], "maxItems": 1000, "uniqueItems": True,
+                      "items": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                      "description": "The provider ids the token may see; null (or absent) for all."},
+        "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 3650},
+    },
+    "required": ["name", "role"],
+    "additionalProperties": False,
+}
+TOKEN = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"}, "role": {"type": "string", "enum": list(ROLES)},
+        "providers": {"type": ["array", "null"], "items": {"type": "integer"}},
+        "created_at": {"type": "string", "format": "date-time"},
+        "expires_at": {"type": ["string", "null"], "format": "date-time"},
+        "last_used_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+    "required": ["id", "name", "role", "providers", "created_at", "expires_at", "last_used_at"],
+}
+
 provider_create_validator = SchemaValidator(PROVIDER_CREATE, format_checker=_format_checker)
+token_create_validator = SchemaValidator(TOKEN_CREATE, format_checker=_format_checker)
 provider_update_validator = SchemaValidator(PROVIDER_UPDATE, format_checker=_format_checker)
 backup_document_validator = SchemaValidator(BACKUP_DOCUMENT, format_checker=_format_checker)
 

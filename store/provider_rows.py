@@ -52,6 +52,7 @@ class ProviderFilter:
     is_active: bool | None = None
     type: str | None = None
     name_contains: str | None = None
+    ids: frozenset[int] | None = None  # only these (a token's scope); None = any
 
 
 NO_FILTER = ProviderFilter()
@@ -119,6 +120,9 @@ def _where(filters: ProviderFilter) -> tuple[str, list]:
     if filters.type is not None:
         clauses.append("type = ?")
         params.append(filters.type)
+    if filters.ids is not None:
+        clauses.append("id IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(sorted(filters.ids)))
     if filters.name_contains:
         # instr(), not LIKE: '%' and '_' in the query are literal characters.
         clauses.append("instr(name_key, ?) > 0")

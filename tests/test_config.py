@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.config import ConfigError, is_loopback_host, load_settings, parse_database_url, read_environment
+from registry.config import (ConfigError, check_listen_address, is_loopback_host, load_settings, parse_database_url,
+                             read_environment)
 
 
 def test_defaults_with_an_empty_environment():
@@ -57,10 +58,11 @@ def test_secrets_are_comma_separated_first_is_current():
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "example.com"])
-def test_non_loopback_host_without_token_is_refused(host):
+def test_non_loopback_host_without_authentication_is_refused(host):
     with pytest.raises(ConfigError, match="BACKEND_ADMIN_TOKEN"):
-        load_settings({"BACKEND_HOST": host})
-    assert load_settings({"BACKEND_HOST": host, "BACKEND_ADMIN_TOKEN": "t" * 16}).host == host
+        check_listen_address(load_settings({"BACKEND_HOST": host}), tokens_exist=False)
+    check_listen_address(load_settings({"BACKEND_HOST": host, "BACKEND_ADMIN_TOKEN": "t" * 16}), tokens_exist=False)
+    check_listen_address(load_settings({"BACKEND_HOST": host}), tokens_exist=True)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"])

@@ -11,7 +11,8 @@ from support.processes import ROOT
 LAYERS = {"server": 4, "handlers": 3, "registry": 2, "store": 1, "outbound": 1}  # server.py builds the app
 FORBIDDEN = {"store": {"tornado", "registry", "handlers", "outbound", "server"},
              "outbound": {"registry", "handlers", "store", "server"},
-             "registry": {"handlers", "server", "tornado"}}
+             "registry": {"handlers", "server", "tornado"},
+             "handlers": {"store", "outbound", "server"}}  # handlers reach the store through the core only
 
 
 def modules() -> dict[str, set[str]]:

@@ -11,7 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from registry import schemas
-from handlers import AccessLog
+from handlers import AccessLog, default_handlers
 from handlers.docs import build_openapi
 
 pytestmark = pytest.mark.gen_test(timeout=30)
@@ -97,7 +97,7 @@ def resolved(value, components):
 
 
 def test_openapi_is_built_from_the_validators_schemas():
-    components = build_openapi()["components"]["schemas"]
+    components = build_openapi(tuple(default_handlers))["components"]["schemas"]
     assert resolved(components["ProviderCreate"], components) == schemas.provider_create_validator.schema
     assert resolved(components["ProviderUpdate"], components) == schemas.provider_update_validator.schema
     assert resolved(components["BackupDocument"], components) == schemas.backup_document_validator.schema
@@ -105,10 +105,10 @@ def test_openapi_is_built_from_the_validators_schemas():
 
 
 def test_every_operation_has_an_operation_id_and_a_tag_and_shared_schemas_are_referenced():
-    document = build_openapi()
+    document = build_openapi(tuple(default_handlers))
     ids = [op["operationId"] for item in document["paths"].values() for method, op in item.items()
            if method != "parameters"]
-    assert len(ids) == len(set(ids)) == 14
+    assert len(ids) == len(set(ids)) == 21
     assert all(op["tags"] for item in document["paths"].values() for method, op in item.items()
                if method != "parameters")
     components = document["components"]["schemas"]
@@ -137,7 +137,9 @@ async def test_openapi_document_lists_every_route_with_bearer_security(api, app)
     expected = {"/ping", "/api/providers", "/api/providers/{provider_id}", "/api/providers/{provider_id}/test",
                 "/api/providers/test", "/api/providers/test-connection", "/api/providers/{provider_id}/tests",
                 "/api/providers/{provider_id}/models/discover", "/api/providers/{provider_id}/models/sync",
-                "/api/admin/providers/export", "/api/admin/providers/restore"}
+                "/api/admin/providers/export", "/api/admin/providers/restore",
+                "/api/providers/{provider_id}/credentials", "/api/resolve", "/api/tokens", "/api/tokens/self",
+                "/api/tokens/{token_id}", "/api/audit"}
     assert set(document["paths"]) == expected
     for path, item in document["paths"].items():
         for method, operation in item.items():
