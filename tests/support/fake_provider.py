@@ -61,8 +61,14 @@ class _FakeHandler(tornado.web.RequestHandler):
         self.fake = fake
 
     async def get(self, path: str) -> None:
+        await self.answer()
+
+    async def post(self, path: str) -> None:
+        await self.answer()
+
+    async def answer(self) -> None:
         fake = self.fake
-        fake.requests.append(RecordedRequest("GET", self.request.path, self.request.query,
+        fake.requests.append(RecordedRequest(self.request.method, self.request.path, self.request.query,
                                              {k.lower(): v for k, v in self.request.headers.get_all()}))
         fake.in_flight += 1
         fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
