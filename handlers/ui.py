@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from handlers.base import BaseHandler, GuardedStaticFileHandler
+from registry.access import ROLES
+from registry.audit import AUDIT_ACTIONS
 from registry.provider_types import PROVIDER_TYPES
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
@@ -30,7 +32,7 @@ class AdminPageHandler(BaseHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         set_page_security_headers(self)
-        self.render("index.html", provider_types=PROVIDER_TYPES.values())
+        self.render("index.html", provider_types=PROVIDER_TYPES.values(), roles=ROLES, audit_actions=AUDIT_ACTIONS)
 
 
 class UiStaticFileHandler(GuardedStaticFileHandler):

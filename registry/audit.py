@@ -14,6 +14,8 @@ from store import audit_log
 from store.database import transaction
 
 TARGET_TYPES = ("provider", "token", "webhook", "inventory")
+AUDIT_ACTIONS = ("provider.create", "provider.update", "provider.delete", "provider.sync_models", "inventory.restore",
+                 "inventory.export", "credentials.read", "token.create", "token.revoke", "auth.denied")
 
 
 class AuditLog:

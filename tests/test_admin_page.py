@@ -311,3 +311,63 @@ def test_the_type_choices_come_from_the_provider_type_table(page, run_server):
     for provider_type in PROVIDER_TYPES.values():
         page.select_option("#f-type", provider_type.name)
         assert page.get_attribute("#f-base_url", "placeholder") == provider_type.base_url_hint
+
+
+def test_tokens_view_creates_with_a_one_time_reveal_and_revokes_after_confirmation(page, run_server):
+    server = run_server({**SECRET, "BACKEND_ADMIN_TOKEN": TOKEN})
+    page.goto(server.url + "/ui/")
+    page.fill("#token-input", TOKEN)
+    page.get_by_role("button", name="Use token").click()
+    page.get_by_role("button", name="Tokens").click()
+    expect(page.locator("#tokens-dialog")).to_be_visible()
+    page.fill("#t-name", "billing-service")
+    page.select_option("#t-role", "consumer")
+    page.fill("#t-providers", "3, 7")
+    page.get_by_role("button", name="Create token").click()
+    expect(page.locator("#t-reveal")).to_be_visible()
+    secret = page.input_value("#t-secret")
+    assert re.fullmatch(r"prt_[A-Za-z0-9_-]{43}", secret)
+    page.get_by_role("button", name="Copy").click()
+    expect(page.locator("#t-copied")).not_to_be_empty()
+    listed = page.locator("#tokens tbody tr").filter(has_text="billing-service")
+    expect(listed).to_contain_text("consumer")
+    expect(listed).to_contain_text("3, 7")
+    expect(listed).to_contain_text("never")
+    assert http_json("GET", server.url + "/api/tokens/self", token=secret)[1]["name"] == "billing-service"
+    screenshot(page, "tokens")
+
+    listed.get_by_role("button", name="Revoke").click()
+    expect(page.locator("#confirm-dialog")).to_be_visible()
+    page.locator("#confirm-cancel").click()
+    expect(listed).to_be_visible()
+    listed.get_by_role("button", name="Revoke").click()
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#tokens tbody tr").filter(has_text="billing-service")).to_have_count(0)
+    assert http_json("GET", server.url + "/api/tokens/self", token=secret)[0] == 401
+    page.locator("#tokens-close").click()
+    assert page.input_value("#t-secret") == ""  # the secret does not stay on the page
+
+
+def test_audit_view_filters_and_pages_newest_first(page, run_server):
+    server = run_server({**SECRET, "BACKEND_ADMIN_TOKEN": TOKEN})
+    for i in range(55):
+        http_json("POST", server.url + "/api/providers", {"name": f"Audited {i}", "base_url": "https://a.example.com"},
+                  token=TOKEN)
+    http_json("POST", server.url + "/api/tokens", {"name": "viewer-1", "role": "viewer"}, token=TOKEN)
+    page.goto(server.url + "/ui/")
+    page.fill("#token-input", TOKEN)
+    page.get_by_role("button", name="Use token").click()
+    page.get_by_role("button", name="Audit log").click()
+    rows = page.locator("#audit tbody tr")
+    expect(rows.first).to_contain_text("auth.denied")  # the page's first request, before the token
+    expect(rows.nth(1)).to_contain_text("token.create")
+    expect(rows).to_have_count(50)
+    page.get_by_role("button", name="Older records").click()
+    expect(rows).to_have_count(57)
+    expect(page.get_by_role("button", name="Older records")).to_be_hidden()
+    expect(rows.last).to_contain_text("Audited 0")
+    page.select_option("#a-action", "token.create")
+    page.locator("#audit-filters").get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("BACKEND_ADMIN_TOKEN (admin)")
+    screenshot(page, "audit")

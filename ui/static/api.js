@@ -53,7 +53,7 @@ export async function api(method, path, body) {
     }
     if (response.status === 401 && tokenPrompt) {
       const reason = token ? "That token was refused. Enter the admin token again." :
-        "This server requires an admin token (BACKEND_ADMIN_TOKEN).";
+        "This server requires an admin token (BACKEND_ADMIN_TOKEN or an admin API token).";
       const entered = await tokenPrompt(reason);
       if (entered === null) throw new ApiError(401, data);
       sessionStorage.setItem(TOKEN_KEY, entered);

@@ -3,6 +3,7 @@
 import { api, ApiError, ServerUnreachable, setTokenPrompt } from "./api.js";
 import { latencyChart } from "./chart.js";
 import { $, ago, clear, el, ms } from "./dom.js";
+import { startAccessViews } from "./access.js";
 
 const FIELDS = ["name", "type", "base_url", "api_key", "models", "is_active"];
 let providers = [];
@@ -397,6 +398,7 @@ function start() {
   setTokenPrompt(askForToken);
   $("#add-provider").addEventListener("click", () => openForm(null));
   $("#f-type").addEventListener("change", showBaseUrlHint);
+  startAccessViews(confirmAction);
   $("#test-all").addEventListener("click", (event) => testAll(event.currentTarget));
   $("#export").addEventListener("click", downloadExport);
   $("#restore-file").addEventListener("change", (event) => previewRestore(event.currentTarget));
