@@ -4,6 +4,7 @@ and the one renderer of errors as JSON `{"detail": ..., "errors": [...]}`."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -180,6 +181,19 @@ def check_content_length(request) -> int | None:
     if len(declared) > 18:  # more than any body could be (and past what int() parses by default)
         raise ApiError(413, _STATUS_DETAILS[413])
     return int(declared)
+
+
+@functools.cache
+def implemented_methods(handler_class: type) -> frozenset[str]:
+    """The HTTP methods a handler class answers (the others are Tornado's 405)."""
+    return frozenset(m for m in ("GET", "HEAD", "POST", "PATCH", "PUT", "DELETE", "OPTIONS")
+                     if getattr(handler_class, m.lower()) is not getattr(RequestHandler, m.lower()))
+
+
+@functools.lru_cache(maxsize=256)
+def is_loopback_client(address: str) -> bool:
+    """A peer address (as Tornado gives it: no brackets) on this machine."""
+    return is_loopback_name(f"[{address}]" if ":" in address else address)
 
 
 def closes_after_response(request) -> bool:
@@ -359,8 +373,7 @@ class BaseHandler(AnnouncesClose, JsonErrors, RequestHandler):
         self.finish(text)
 
     def allowed_methods(self) -> list[str]:
-        return [m for m in ("GET", "POST", "PATCH", "DELETE")
-                if getattr(type(self), m.lower()) is not getattr(RequestHandler, m.lower())]
+        return [m for m in ("GET", "POST", "PATCH", "DELETE") if m in implemented_methods(type(self))]
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -371,7 +384,7 @@ class BaseHandler(AnnouncesClose, JsonErrors, RequestHandler):
     def _authenticated(self, open_mode: bool) -> Actor:
         client = self.request.remote_ip
         if open_mode:
-            if not is_loopback_name(client if ":" not in client else f"[{client}]"):
+            if not is_loopback_client(client):
                 raise ApiError(403, "No authentication is configured, so only this machine may call the API: set "
                                     "BACKEND_ADMIN_TOKEN or create an admin token (python server.py --create-token "
                                     "NAME --role admin).")
@@ -386,7 +399,7 @@ class BaseHandler(AnnouncesClose, JsonErrors, RequestHandler):
     def _authorize(self) -> None:
         if self.permissions is None:
             return
-        if self.request.method not in self.allowed_methods():
+        if self.request.method not in implemented_methods(type(self)):
             return  # a method the route does not have: Tornado answers 405
         permission = self.permissions.get(self.request.method)
         if permission is None or not self.actor.may(permission):

@@ -2,8 +2,9 @@
 (`prt_` + 43 characters of base64url, 256 random bits), stored as their SHA-256 only, revoked.
 
 Authentication is on as soon as BACKEND_ADMIN_TOKEN is set or one token exists. Tokens created or
-revoked by the command line reach the running server at once: every authentication looks for
-commits by other processes first. `last_used_at` is written at most once a minute per token.
+revoked by the command line reach the running server at once: each authentication reads the token
+from the database (the switch to authentication itself within read_cache.READ_RECHECK_SECONDS).
+`last_used_at` is written at most once a minute per token.
 """
 
 from __future__ import annotations
@@ -57,8 +58,12 @@ class TokenService:
 
     @property
     def auth_enabled(self) -> bool:
-        self._follow_other_processes()
-        return self._admin_token is not None or self._count > 0
+        """Looks for tokens created by another process (the CLI) at most every READ_RECHECK_SECONDS:
+        a request costs no query, and the switch happens within that time of the creation."""
+        if self._admin_token is not None:
+            return True
+        self._follow_other_processes(reading=True)
+        return self._count > 0
 
     def authenticate(self, provided: str) -> Actor | None:
         """The actor a bearer secret stands for, or None (unknown, revoked or expired)."""
@@ -147,6 +152,6 @@ class TokenService:
         with transaction(self._conn) as conn:
             api_tokens.set_last_used(conn, token_id, utc_timestamp())
 
-    def _follow_other_processes(self) -> None:
-        if self._watcher.changed_elsewhere():
+    def _follow_other_processes(self, reading: bool = False) -> None:
+        if self._watcher.changed_elsewhere(reading):
             self._count = api_tokens.token_count(self._conn)

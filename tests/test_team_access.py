@@ -4,6 +4,7 @@ and the audit log of every change and secret read."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import sqlite3
@@ -19,17 +20,18 @@ pytestmark = pytest.mark.gen_test(timeout=30)
 ADMIN = "team-access-admin-token-0123"
 with_admin = pytest.mark.env(BACKEND_ADMIN_TOKEN=ADMIN)
 KEY = "sk-team-access-0123456789abcdef"
+_names = itertools.count(1)
 
 
 async def make_token(api, role: str, **fields) -> dict:
-    response = await api.post("/api/tokens", json={"name": f"{role}-{len(fields)}-{id(fields)}", "role": role,
-                                                   **fields}, token=ADMIN)
+    response = await api.post("/api/tokens", json={"name": f"{role}-{next(_names)}", "role": role, **fields},
+                              token=ADMIN)
     assert response.code == 201, response.body
     return response.json()
 
 
 async def add_provider(api, fake_provider, **fields) -> dict:
-    body = {"name": f"P{id(fields)}", "base_url": fake_provider.url + "/v1", "api_key": KEY, "models": ["m"],
+    body = {"name": f"P{next(_names)}", "base_url": fake_provider.url + "/v1", "api_key": KEY, "models": ["m"],
             **fields}
     response = await api.post("/api/providers", json=body, token=ADMIN)
     assert response.code == 201, response.body
