@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handlers.base import ApiError, BaseHandler
-from registry.access import ADMIN_TOKEN_ACTOR, ANONYMOUS_ACTOR, MANAGE_TOKENS, READ_AUDIT, READ_OWN_TOKEN
+from registry.access import MANAGE_TOKENS, READ_AUDIT, READ_OWN_TOKEN
 from registry.schemas import MAX_ID, token_create_validator
 
 
@@ -42,8 +42,7 @@ class OwnTokenHandler(BaseHandler):
     def get(self) -> None:
         if self.actor.token_id is None:  # BACKEND_ADMIN_TOKEN, or no authentication at all
             self.write_json({"id": None, "name": self.actor.name, "role": self.actor.role, "providers": None,
-                             "created_at": None, "expires_at": None, "last_used_at": None,
-                             "configured": self.actor.name in (ADMIN_TOKEN_ACTOR, ANONYMOUS_ACTOR)})
+                             "created_at": None, "expires_at": None, "last_used_at": None})
             return
         self.write_json(self.settings["tokens"].get(self.actor.token_id))
 

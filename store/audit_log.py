@@ -29,6 +29,12 @@ def count_denied_since(conn: sqlite3.Connection, client: str, since: str) -> boo
     return True
 
 
+def add_denied(conn: sqlite3.Connection, client: str, since: str, count: int) -> None:
+    """Add `count` to the latest `auth.denied` record of `client` made at or after `since`."""
+    conn.execute("UPDATE audit_events SET count = count + ? WHERE id = (SELECT id FROM audit_events WHERE "
+                 "client = ? AND action = 'auth.denied' AND at >= ? ORDER BY id DESC LIMIT 1)", (count, client, since))
+
+
 def list_events(conn: sqlite3.Connection, limit: int, before: int | None = None, action: str | None = None,
                 actor: str | None = None, target_id: int | None = None) -> list[dict[str, Any]]:
     """Newest first."""

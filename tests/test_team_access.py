@@ -282,3 +282,13 @@ def test_audit_and_tokens_are_not_part_of_the_backup(tmp_path):
     assert [r[0] for r in conn.execute("SELECT actor FROM audit_events ORDER BY id")] == ["cli", "cli"]
     conn.close()
     assert Keyring  # (the keyring module stays importable beside the CLI: used by the fixtures)
+
+
+@with_admin
+async def test_a_flood_of_bad_tokens_writes_one_record_not_one_per_request(api, runtime):
+    changes_before = runtime.conn.total_changes
+    for _ in range(150):
+        assert (await api.get("/api/providers", token="prt_" + "y" * 43)).code == 401
+    assert runtime.conn.total_changes - changes_before <= 3  # one insert, a count update or two
+    denied = (await api.get("/api/audit?action=auth.denied", token=ADMIN)).json()["events"]
+    assert len(denied) == 1 and denied[0]["count"] == 150
