@@ -176,6 +176,8 @@ async def serve(runtime: Runtime) -> None:
     access_log = app.settings["log_function"]
     flush_access_log = tornado.ioloop.PeriodicCallback(access_log.flush, 500)
     flush_access_log.start()
+    flush_denied = tornado.ioloop.PeriodicCallback(runtime.audit.flush_denied, 1000)
+    flush_denied.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -192,6 +194,8 @@ async def serve(runtime: Runtime) -> None:
     await server.close_all_connections()
     flush_access_log.stop()
     access_log.flush()
+    flush_denied.stop()
+    runtime.audit.flush_denied()
     client.close()
 
 

@@ -113,6 +113,7 @@ class CredentialsHandler(BaseHandler):
 
     def get(self, provider_id: str) -> None:
         if self.actor.name == ANONYMOUS_ACTOR:
+            self.settings["audit"].denied(self.actor)
             raise ApiError(403, "Keys are not handed out without authentication (any process on this machine "
                                 "could read them): create a consumer token (python server.py --create-token "
                                 "NAME --role consumer) and send it as Authorization: Bearer <token>.")

@@ -46,18 +46,19 @@ class AuditLog:
         if counted is not None and counted[0] == minute:
             counted[1] += 1
             if counted[1] >= DENIED_FLUSH_EVERY:
-                self._flush_denied(client)
+                self.flush_denied(client)
             return
-        self._flush_denied(client)
+        self.flush_denied(client)
         with transaction(self._conn) as conn:
             if not audit_log.count_denied_since(conn, client, minute):  # e.g. one written before a restart
                 self.record(conn, actor, "auth.denied", "inventory")
         self._denied[client] = [minute, 0]
         if len(self._denied) > DENIED_CLIENTS_KEPT:
-            self._flush_denied()
+            self.flush_denied()
 
-    def _flush_denied(self, client: str | None = None) -> None:
-        """Add the refusals counted in memory to their records (one client's, or everyone's)."""
+    def flush_denied(self, client: str | None = None) -> None:
+        """Add the refusals counted in memory to their records (one client's, or everyone's: the
+        server calls this every second and at shutdown)."""
         clients = [client] if client is not None else list(self._denied)
         pending = [(c, self._denied[c]) for c in clients if c in self._denied and self._denied[c][1]]
         if pending:
@@ -72,6 +73,6 @@ class AuditLog:
 
     def events(self, limit: int, before: int | None = None, action: str | None = None, actor: str | None = None,
                target_id: int | None = None) -> dict[str, Any]:
-        self._flush_denied()
+        self.flush_denied()
         events = audit_log.list_events(self._conn, limit, before, action, actor, target_id)
         return {"events": events, "next_before": events[-1]["id"] if len(events) == limit else None}

@@ -29,7 +29,7 @@ from registry.provider_types import PROVIDER_TYPES
 from registry.read_cache import CommitWatcher, ReadCache
 from registry.restore import RestorePreview
 from registry.timestamps import utc_timestamp
-from store import probe_history, provider_rows
+from store import api_tokens, probe_history, provider_rows
 from store.database import transaction
 from store.provider_rows import NO_FILTER, Provider, ProviderFilter
 
@@ -201,6 +201,7 @@ class Inventory:
         def apply(change: Change) -> None:
             name = provider_rows.get_provider(change.conn, provider_id).name
             provider_rows.delete_provider(change.conn, provider_id)
+            api_tokens.remove_from_scopes(change.conn, {provider_id})
             self.audit.record(change.conn, actor, "provider.delete", "provider", provider_id, name)
             change.touched.add(provider_id)
 
@@ -228,13 +229,15 @@ class Inventory:
         with self._mirrored_change(None) as change:
             self.audit.record(change.conn, actor, "inventory.restore", "inventory",
                               target_name=f"{len(records)} providers")
+            previous_sequence, before = provider_rows.id_sequence(change.conn), provider_rows.provider_ids(change.conn)
             provider_rows.delete_all_providers(change.conn)
             for record in records:
                 values = {k: v for k, v in record.items() if k not in ("id", "api_key")}
                 values["api_key_ciphertext"] = record["api_key"]
                 with store_errors_translated():
                     provider_rows.insert_provider(change.conn, values, provider_id=int(record["id"]))
-            provider_rows.restart_id_sequence(change.conn)  # new ids follow the restored ones
+            provider_rows.restart_id_sequence(change.conn, previous_sequence)
+            api_tokens.remove_from_scopes(change.conn, before - {int(r["id"]) for r in records})
         self._pending_restore = None
         return len(records)
 

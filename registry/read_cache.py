@@ -8,6 +8,7 @@ when `CommitWatcher.changed_elsewhere()` says another connection committed (`ser
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 
@@ -46,6 +47,26 @@ class CommitWatcher:
         self._conn = conn
         self._version = data_version(conn)
         self._checked = time.monotonic()
+        # In WAL mode every commit writes the -wal file: when it has not changed (one stat), no
+        # other connection can have committed, and the PRAGMA is not needed.
+        main_file = next((row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"), "")
+        self._wal = main_file + "-wal" if main_file else None
+        self._wal_seen: tuple[int, int] | None = None
+
+    def changed_elsewhere_now(self) -> bool:
+        """changed_elsewhere(), exact at every call: a stat of the WAL file, and the PRAGMA only when
+        that file changed since the last look."""
+        if self._wal is not None:
+            try:
+                stat = os.stat(self._wal)
+                seen = (stat.st_mtime_ns, stat.st_size)
+            except OSError:
+                seen = None
+            # (and the PRAGMA at least every READ_RECHECK_SECONDS, should a file system's mtime be coarse)
+            if seen is not None and seen == self._wal_seen and time.monotonic() - self._checked < READ_RECHECK_SECONDS:
+                return False
+            self._wal_seen = seen
+        return self.changed_elsewhere()
 
     def changed_elsewhere(self, reading: bool = False) -> bool:
         """True once after another connection committed; a read looks at most every READ_RECHECK_SECONDS."""

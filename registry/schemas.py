@@ -275,6 +275,9 @@ TOKEN_CREATE = {
     },
     "required": ["name", "role"],
     "additionalProperties": False,
+    # An admin sees every provider: a provider list is for viewer and consumer tokens.
+    "if": {"properties": {"role": {"const": "admin"}}, "required": ["role"]},
+    "then": {"properties": {"providers": {"type": "null"}}},
 }
 TOKEN = {
     "type": "object",

@@ -3,7 +3,7 @@
 
 Authentication is on as soon as BACKEND_ADMIN_TOKEN is set or one token exists. Tokens created or
 revoked by the command line reach the running server at once: each authentication reads the token
-from the database (the switch to authentication itself within read_cache.READ_RECHECK_SECONDS).
+from the database, and whether authentication is on is looked up whenever the database changed.
 `last_used_at` is written at most once a minute per token.
 """
 
@@ -19,10 +19,11 @@ from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from registry.access import ADMIN_TOKEN_ACTOR, ROLES, Actor
+from registry.access import ADMIN_TOKEN_ACTOR, CLI_ACTOR, Actor
 from registry.audit import AuditLog
 from registry.errors import Conflict, Invalid, NotFound
-from registry.fields import MAX_NAME_LENGTH, normalize_name
+from registry.fields import normalize_name
+from registry.schemas import token_create_validator, validation_errors
 from registry.read_cache import CommitWatcher
 from registry.timestamps import utc_timestamp
 from store import api_tokens
@@ -56,13 +57,18 @@ class TokenService:
 
     # -- who is calling -------------------------------------------------------------------------
 
+    def auth_enabled_now(self) -> bool:
+        """auth_enabled, looking at the database itself."""
+        return self._admin_token is not None or api_tokens.token_count(self._conn) > 0
+
     @property
     def auth_enabled(self) -> bool:
-        """Looks for tokens created by another process (the CLI) at most every READ_RECHECK_SECONDS:
-        a request costs no query, and the switch happens within that time of the creation."""
+        """Sees a token created by another process (the CLI) at once, at the cost of one stat per
+        request while none exists (see CommitWatcher.changed_elsewhere_now)."""
         if self._admin_token is not None:
             return True
-        self._follow_other_processes(reading=True)
+        if self._watcher.changed_elsewhere_now():
+            self._count = api_tokens.token_count(self._conn)
         return self._count > 0
 
     def authenticate(self, provided: str) -> Actor | None:
@@ -83,17 +89,18 @@ class TokenService:
 
     def create(self, name: str, role: str, providers: list[int] | None, expires_in_days: int | None,
                actor: Actor) -> tuple[dict[str, Any], str]:
-        """The new token's record and its secret (shown this once)."""
+        """The new token's record and its secret (shown this once). The same rules whether it
+        comes from the API or the command line."""
+        body = {"name": name, "role": role, **({"providers": providers} if providers is not None else {}),
+                **({"expires_in_days": expires_in_days} if expires_in_days is not None else {})}
+        errors = validation_errors(token_create_validator, body)
+        if errors:
+            raise Invalid("The token is invalid: " + "; ".join(f"{e['path']} {e['message']}" for e in errors[:3])
+                          + ".", errors)
         name = normalize_name(name)
-        if not 1 <= len(name) <= MAX_NAME_LENGTH:
-            raise Invalid(f"A token name is 1 to {MAX_NAME_LENGTH} characters.",
-                          [{"path": "/name", "message": "must be 1 to 100 characters"}])
-        if role not in ROLES:
-            raise Invalid("The role must be one of: " + ", ".join(ROLES) + ".",
-                          [{"path": "/role", "message": "must be one of: " + ", ".join(ROLES)}])
-        if expires_in_days is not None and not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:
-            raise Invalid(f"expires_in_days is 1 to {MAX_EXPIRY_DAYS}.",
-                          [{"path": "/expires_in_days", "message": f"must be from 1 to {MAX_EXPIRY_DAYS}"}])
+        if role != "admin" and not self.auth_enabled_now() and actor.name != CLI_ACTOR:
+            raise Conflict("The first token must be an admin token: this one switches authentication on, and "
+                           "without an admin nobody could manage the registry through the API any more.")
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = utc_timestamp()
         expires_at = None if expires_in_days is None else (
@@ -133,7 +140,7 @@ class TokenService:
             except api_tokens.TokenNotFound:
                 raise NotFound(f"Token {token_id if name is None else name!r} does not exist.") from None
             if (not allow_last_admin and self._admin_token is None and token.role == "admin"
-                    and api_tokens.token_count(conn, "admin") == 1):
+                    and api_tokens.token_count(conn, "admin", valid_at=utc_timestamp()) <= 1):
                 raise Conflict("This is the last admin token and BACKEND_ADMIN_TOKEN is not set: revoking it would "
                                "lock every admin out. Create another admin token first (or use "
                                "python server.py --revoke-token).")
@@ -152,6 +159,6 @@ class TokenService:
         with transaction(self._conn) as conn:
             api_tokens.set_last_used(conn, token_id, utc_timestamp())
 
-    def _follow_other_processes(self, reading: bool = False) -> None:
-        if self._watcher.changed_elsewhere(reading):
+    def _follow_other_processes(self) -> None:
+        if self._watcher.changed_elsewhere():
             self._count = api_tokens.token_count(self._conn)

@@ -85,7 +85,23 @@ def set_last_used(conn: sqlite3.Connection, token_id: int, at: str) -> None:
     conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (at, token_id))
 
 
-def token_count(conn: sqlite3.Connection, role: str | None = None) -> int:
-    if role is None:
-        return conn.execute("SELECT count(*) FROM api_tokens").fetchone()[0]
-    return conn.execute("SELECT count(*) FROM api_tokens WHERE role = ?", (role,)).fetchone()[0]
+def token_count(conn: sqlite3.Connection, role: str | None = None, valid_at: str | None = None) -> int:
+    """How many tokens (of `role`; not expired at `valid_at`)."""
+    sql, params = "SELECT count(*) FROM api_tokens WHERE 1 = 1", []
+    if role is not None:
+        sql += " AND role = ?"
+        params.append(role)
+    if valid_at is not None:
+        sql += " AND (expires_at IS NULL OR expires_at > ?)"
+        params.append(valid_at)
+    return conn.execute(sql, params).fetchone()[0]
+
+
+def remove_from_scopes(conn: sqlite3.Connection, provider_ids: set[int]) -> None:
+    """Take providers that no longer exist out of every token's scope, so that a scope never
+    comes to cover a provider it was not given."""
+    rows = conn.execute("SELECT id, providers FROM api_tokens WHERE providers IS NOT NULL").fetchall()
+    for token_id, providers in rows:
+        kept = [i for i in json.loads(providers) if i not in provider_ids]
+        if len(kept) != len(json.loads(providers)):
+            conn.execute("UPDATE api_tokens SET providers = ? WHERE id = ?", (json.dumps(kept), token_id))

@@ -233,10 +233,22 @@ def delete_all_providers(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM providers")
 
 
-def restart_id_sequence(conn: sqlite3.Connection) -> None:
-    """Make the next new id follow the highest id present (after a restore replaced them all)."""
-    conn.execute("UPDATE sqlite_sequence SET seq = (SELECT coalesce(max(id), 0) FROM providers) "
-                 "WHERE name = 'providers'")
+def restart_id_sequence(conn: sqlite3.Connection, previous: int) -> None:
+    """After a restore replaced every row: new ids follow both the highest id present and the
+    highest ever handed out before (`previous`), so an id is never given to a second provider,
+    unless that would leave no id at all (a restore used the largest)."""
+    highest = conn.execute("SELECT coalesce(max(id), 0) FROM providers").fetchone()[0]
+    seq = max(highest, previous) if max(highest, previous) < MAX_ID else highest
+    conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'providers'", (seq,))
+
+
+def id_sequence(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'providers'").fetchone()
+    return 0 if row is None else row[0]
+
+
+def provider_ids(conn: sqlite3.Connection) -> set[int]:
+    return {r[0] for r in conn.execute("SELECT id FROM providers")}
 
 
 def provider_count(conn: sqlite3.Connection) -> int:

@@ -292,3 +292,69 @@ async def test_a_flood_of_bad_tokens_writes_one_record_not_one_per_request(api, 
     assert runtime.conn.total_changes - changes_before <= 3  # one insert, a count update or two
     denied = (await api.get("/api/audit?action=auth.denied", token=ADMIN)).json()["events"]
     assert len(denied) == 1 and denied[0]["count"] == 150
+
+
+# -- from an attack on team access ------------------------------------------------------------------
+
+async def test_the_last_valid_admin_cannot_be_revoked_even_with_expired_admins_around(api, runtime):
+    first = (await api.post("/api/tokens", json={"name": "adm1", "role": "admin"})).json()
+    second = (await api.post("/api/tokens", json={"name": "adm2", "role": "admin", "expires_in_days": 1},
+                             token=first["token"])).json()
+    runtime.conn.execute("UPDATE api_tokens SET expires_at = '2020-01-01T00:00:00.000Z' WHERE id = ?",
+                         (second["id"],))
+    response = await api.delete(f"/api/tokens/{first['id']}", token=first["token"])
+    assert response.code == 409
+    assert (await api.get("/api/providers", token=first["token"])).code == 200
+
+
+@with_admin
+async def test_a_scope_never_comes_to_cover_a_provider_it_was_not_given(api, fake_provider):
+    granted = await add_provider(api, fake_provider, api_key="sk-team-x-private-1234")
+    consumer = (await make_token(api, "consumer", providers=[granted["id"]]))["token"]
+    await api.delete(f"/api/providers/{granted['id']}", token=ADMIN)
+    document = (await api.get("/api/admin/providers/export", token=ADMIN)).json()
+    assert (await api.post("/api/admin/providers/restore", json=document, token=ADMIN)).code == 200
+    unrelated = await add_provider(api, fake_provider, api_key="sk-team-y-private-9999")
+    assert unrelated["id"] != granted["id"]  # a restore does not hand an id out again
+    for provider_id in (granted["id"], unrelated["id"]):
+        response = await api.get(f"/api/providers/{provider_id}/credentials", token=consumer)
+        assert response.code == 404 and "sk-team" not in response.body.decode()
+    own = (await api.get("/api/tokens/self", token=consumer)).json()
+    assert own["providers"] == []  # the deleted provider left the scope
+
+
+async def test_the_first_token_created_through_the_api_must_be_an_admin(api):
+    response = await api.post("/api/tokens", json={"name": "app", "role": "consumer"})
+    assert response.code == 409 and "admin" in response.json()["detail"]
+    assert (await api.get("/api/providers")).code == 200  # still open: nothing was created
+
+
+@with_admin
+@pytest.mark.parametrize("body", [{"name": "scoped admin", "role": "admin", "providers": [1]},
+                                  {"name": "bad\nname", "role": "viewer"}])
+async def test_a_scoped_admin_or_a_name_with_control_characters_is_422(api, body):
+    assert (await api.post("/api/tokens", json=body, token=ADMIN)).code == 422
+
+
+@pytest.mark.parametrize("args", [["--create-token", "bad\nname\x1b[31m", "--role", "viewer"],
+                                  ["--create-token", "x", "--role", "viewer", "--providers", "0"],
+                                  ["--create-token", "x", "--role", "admin", "--providers", "1"]])
+def test_the_cli_refuses_what_the_api_refuses(tmp_path, args):
+    result = run_cli(args, {"BACKEND_API_KEY_SECRET": TEST_SECRET}, tmp_path)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "\x1b" not in result.stderr
+
+
+def test_a_token_created_by_the_cli_is_seen_at_once_and_refusals_are_counted_on_disk(tmp_path, run_server):
+    env = {"BACKEND_API_KEY_SECRET": TEST_SECRET}
+    server = run_server(env)
+    assert http_json("GET", server.url + "/api/providers")[0] == 200
+    secret = run_cli(["--create-token", "racer", "--role", "admin"], env, tmp_path).stdout.strip()
+    assert http_json("GET", server.url + "/api/providers")[0] == 401  # no wait: the very next request
+    for _ in range(9):
+        assert http_json("GET", server.url + "/api/providers", token="prt_" + "z" * 43)[0] == 401
+    assert server.stop() == 0  # shutdown writes the refusals counted in memory
+    conn = sqlite3.connect(tmp_path / "data" / "providers.db")
+    assert conn.execute("SELECT count FROM audit_events WHERE action = 'auth.denied'").fetchall() == [(10,)]
+    conn.close()
+    assert secret.startswith("prt_")
