@@ -260,6 +260,7 @@ def _build_openapi(routes: tuple[tuple[str, type], ...]) -> dict[str, Any]:
                 "BackupDocument": schemas.BACKUP_DOCUMENT,
                 "BackupProvider": schemas.BACKUP_PROVIDER,
                 "Error": schemas.ERROR,
+                "Role": schemas.TOKEN_CREATE["properties"]["role"],
                 "Token": schemas.TOKEN,
                 "TokenCreate": schemas.TOKEN_CREATE,
             }),
@@ -293,9 +294,11 @@ def _shared_by_reference(components: dict[str, dict]) -> dict[str, dict]:
 
     def referenced(value: Any, top: bool = False) -> Any:
         if isinstance(value, dict):
-            name = shared.get(json.dumps(value, sort_keys=True))
+            annotations = {k: v for k, v in value.items() if k == "default"}
+            bare = {k: v for k, v in value.items() if k != "default"}
+            name = shared.get(json.dumps(bare, sort_keys=True))
             if name is not None and not top:
-                return _ref(name)
+                return {**_ref(name), **annotations}  # OpenAPI 3.1: a $ref may carry a default beside it
             return {key: referenced(item) for key, item in value.items()}
         if isinstance(value, list):
             return [referenced(item) for item in value]

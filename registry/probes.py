@@ -31,7 +31,7 @@ log = logging.getLogger("provider_registry.probes")
 
 # What curl can send as a header value: printable ASCII and tabs (no CR, LF or other control characters).
 _HEADER_VALUE = re.compile(r"[\t -~]*")
-# Characters left as they are when a URL is made ASCII: everything RFC 3986 allows in a path.
+# Characters left as they are when a URL is made ASCII: everything a URL path may hold as it is.
 _URL_SAFE = "/:@!$&'()*+,;=~%-._"
 
 

@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,18 @@ def test_the_cli_reports_a_corrupt_database_as_corrupt(tmp_path, damage):
         assert "corrupt" in result.stderr, (args, result.stderr)
         assert "is the server running" not in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_scheduled_probes_do_not_run_in_restore_pending_mode(tmp_path, run_server):
+    env = {"BACKEND_API_KEY_SECRET": TEST_SECRET, "BACKEND_CHECK_INTERVAL_SECONDS": "0.2"}
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    held = json.dumps(backup_document(Keyring([TEST_SECRET]), 2)).encode()
+    (data / "config_backup.json").write_bytes(held)
+    server = run_server(env)
+    deadline = time.monotonic() + 10
+    while "scheduled probe skipped" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "scheduled probe skipped: the database waits for a restore" in server.log()
+    assert "scheduled probe:" not in server.log()  # no run happened
+    assert (data / "config_backup.json").read_bytes() == held

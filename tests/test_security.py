@@ -88,8 +88,9 @@ def test_every_schema_is_a_valid_draft_2020_12_schema():
 def resolved(value, components):
     """`value` with every `$ref` to a component replaced by the component itself."""
     if isinstance(value, dict):
-        if set(value) == {"$ref"}:
-            return resolved(components[value["$ref"].rsplit("/", 1)[1]], components)
+        if "$ref" in value:  # with siblings such as a default
+            target = resolved(components[value["$ref"].rsplit("/", 1)[1]], components)
+            return {**target, **{k: v for k, v in value.items() if k != "$ref"}}
         return {k: resolved(v, components) for k, v in value.items()}
     if isinstance(value, list):
         return [resolved(v, components) for v in value]
