@@ -223,8 +223,7 @@ def open_descriptors(pid: int) -> int:
 def test_start_up_raises_the_soft_open_file_limit_to_the_hard_one(run_server):
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard <= 256:
-        pytest.skip(f"the hard open-file limit ({hard}) leaves no room below it")
+    assert hard > 256, f"the hard open-file limit ({hard}) leaves no room below it to show the raise"
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # inherited by the server
     try:
         server = run_server({}, wait=False)
@@ -238,8 +237,10 @@ def test_start_up_raises_the_soft_open_file_limit_to_the_hard_one(run_server):
 def test_running_out_of_descriptors_neither_spins_nor_stops_open_connections(run_server):
     import resource
     limit, idle_connections = 128, 200
-    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < idle_connections + 100:
-        pytest.skip("this test process may not open enough sockets")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < idle_connections + 100:  # the test process itself needs the sockets
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, idle_connections + 100), hard))
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= idle_connections + 100, "cannot open enough sockets"
     server = run_server({})
     pid = server.process.pid
     log_size_before = len(server.log())
