@@ -40,12 +40,16 @@ from registry.access import CLI, ROLES
 from registry.audit import AuditLog
 from registry.config import ConfigError, Settings, check_listen_address, load_settings, read_environment
 from registry.errors import RegistryError
+from registry.events import EventLog
+from registry.health import HealthPolicy
 from registry.housekeeping import prepare_at_start_up
 from registry.inventory import Inventory
 from registry.keyring import Keyring, SecretFileError, load_or_create_secret
 from registry.memory import release_freed_memory, return_large_blocks_promptly, tune_garbage_collector
 from registry.probes import ProbeService
 from registry.tokens import TokenService
+from registry.webhook_delivery import TRANSFER_SLOTS, WebhookDelivery
+from registry.webhooks import WebhookService
 from store.database import (DatabaseError, apply_migrations, connect, corruption_message, is_corruption,
                             load_migrations)
 
@@ -65,6 +69,20 @@ class Runtime:
     inventory: Inventory
     tokens: TokenService
     audit: AuditLog
+    events: EventLog
+
+
+@dataclass
+class Service:
+    """What serving adds to the runtime: the Application and what runs beside it."""
+    app: tornado.web.Application
+    probes: ProbeService
+    webhooks: WebhookService
+    clients: tuple[OutboundClient, ...]
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -123,11 +141,13 @@ def open_runtime(settings: Settings) -> Runtime:
     except (SecretFileError, DatabaseError) as exc:
         raise StartupError(str(exc)) from None
     audit = AuditLog(conn, settings.audit_keep)
-    return Runtime(settings, conn, Inventory(conn, Keyring(secrets), settings.backup_file, audit),
-                   TokenService(conn, audit, settings.admin_token), audit)
+    events = EventLog(conn)
+    inventory = Inventory(conn, Keyring(secrets), settings.backup_file, audit,
+                          HealthPolicy(settings.down_after, settings.up_after), events)
+    return Runtime(settings, conn, inventory, TokenService(conn, audit, settings.admin_token), audit, events)
 
 
-def make_app(runtime: Runtime, probes: ProbeService) -> tornado.web.Application:
+def make_app(runtime: Runtime, probes: ProbeService, webhooks: WebhookService) -> tornado.web.Application:
     return tornado.web.Application(
         default_handlers,
         default_handler_class=NotFoundHandler,
@@ -135,6 +155,8 @@ def make_app(runtime: Runtime, probes: ProbeService) -> tornado.web.Application:
         probes=probes,
         tokens=runtime.tokens,
         audit=runtime.audit,
+        events=runtime.events,
+        webhooks=webhooks,
         request_guard=RequestGuard(runtime.settings.allowed_origins, runtime.settings.allowed_hosts),
         routes=tuple(default_handlers),
         log_function=AccessLog(),
@@ -143,22 +165,29 @@ def make_app(runtime: Runtime, probes: ProbeService) -> tornado.web.Application:
     )
 
 
-def build_service(runtime: Runtime) -> tuple[tornado.web.Application, OutboundClient, ProbeService]:
-    """Start-up housekeeping, then the outbound client, the probe service and the Application."""
+def build_service(runtime: Runtime) -> Service:
+    """The outbound clients, the probe and webhook services and the Application, then start-up
+    housekeeping."""
     settings = runtime.settings
-    prepare_at_start_up(runtime.inventory)
     # Bulk tests hold at most probe_concurrency transfers; the rest are kept free for single probes.
-    client = OutboundClient(settings.request_timeout_seconds,
-                            max_clients=settings.probe_concurrency + SINGLE_PROBE_SLOTS)
-    probes = ProbeService(runtime.inventory, client, settings.probe_concurrency)
-    return make_app(runtime, probes), client, probes
+    probe_client = OutboundClient(settings.request_timeout_seconds,
+                                  max_clients=settings.probe_concurrency + SINGLE_PROBE_SLOTS)
+    probes = ProbeService(runtime.inventory, probe_client, settings.probe_concurrency)
+    webhook_client = OutboundClient(settings.webhook_timeout_seconds, max_clients=TRANSFER_SLOTS)
+    delivery = WebhookDelivery(runtime.conn, runtime.inventory.keyring, webhook_client,
+                               settings.webhook_retry_seconds)
+    runtime.events.on_queued = delivery.wake
+    webhooks = WebhookService(runtime.conn, runtime.inventory.keyring, runtime.audit, delivery)
+    prepare_at_start_up(runtime.inventory, webhooks)
+    return Service(make_app(runtime, probes, webhooks), probes, webhooks, (probe_client, webhook_client))
 
 
 async def serve(runtime: Runtime) -> None:
     settings = runtime.settings
     raise_open_file_limit()
     return_large_blocks_promptly()
-    app, client, probes = build_service(runtime)
+    service = build_service(runtime)
+    app, probes = service.app, service.probes
     tune_garbage_collector()
     release_freed_memory()  # what start-up housekeeping (rendering the backup) used
     # The API's body limit (1 MiB, a JSON 413) is enforced by its handlers, which see the headers
@@ -173,6 +202,7 @@ async def serve(runtime: Runtime) -> None:
     except OSError as exc:
         raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
     probes.start_schedule(settings.probe_interval_seconds)
+    service.webhooks.delivery.start()  # messages left pending by a crash or a stop go out now
     access_log = app.settings["log_function"]
     flush_access_log = tornado.ioloop.PeriodicCallback(access_log.flush, 500)
     flush_access_log.start()
@@ -188,6 +218,7 @@ async def serve(runtime: Runtime) -> None:
     log.info("shutting down: no new connections, finishing requests in flight")
     server.stop()
     await probes.stop_schedule()
+    await service.webhooks.delivery.stop()
     deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
     while app.settings["requests_in_flight"].count and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -196,7 +227,7 @@ async def serve(runtime: Runtime) -> None:
     access_log.flush()
     flush_denied.stop()
     runtime.audit.flush_denied()
-    client.close()
+    service.close()
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -118,12 +118,26 @@ def _build_openapi(routes: tuple[tuple[str, type], ...]) -> dict[str, Any]:
         "model": {"type": "string"}, "candidates": {"type": "array", "items": {
             "type": "object", "required": ["id", "name", "type", "base_url", "health", "p50_ms"], "properties": {
                 "id": {"type": "integer"}, "name": {"type": "string"}, "type": _ref("ProviderType"),
-                "base_url": {"type": "string"}, "health": {"type": "string", "enum": ["up", "unknown", "down"]},
+                "base_url": {"type": "string"}, "health": schemas.HEALTH["properties"]["state"],
                 "p50_ms": {"type": ["number", "null"]}}}}}}
     created_token = {**schemas.TOKEN, "properties": {**schemas.TOKEN["properties"], "token": {"type": "string"}},
                      "required": [*schemas.TOKEN["required"], "token"]}
     audit_page = {"type": "object", "required": ["events", "next_before"], "properties": {
         "events": {"type": "array", "items": {"type": "object"}}, "next_before": {"type": ["integer", "null"]}}}
+    created_webhook = {**schemas.WEBHOOK, "properties": {**schemas.WEBHOOK["properties"], "secret": {
+        "type": "string", "description": "whsec_ + base64 of 32 random bytes: the Standard Webhooks signing "
+                                         "secret, shown this once."}},
+        "required": [*schemas.WEBHOOK["required"], "secret"]}
+    provider_events = {"type": "object", "required": ["events"],
+                       "properties": {"events": {"type": "array", "items": _ref("Event")}}}
+    event_feed = {"type": "object", "required": ["events", "next_after"], "properties": {
+        "events": {"type": "array", "items": _ref("Event")},
+        "next_after": {"type": "integer", "description": "The `after` of the next poll."}}}
+    deliveries = {"type": "object", "required": ["deliveries"],
+                  "properties": {"deliveries": {"type": "array", "items": _ref("Delivery")}}}
+    webhook_id = {"name": "webhook_id", "in": "path", "required": True,
+                  "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}}
+    webhook = _json(_ref("Webhook"), "The webhook (never its secret).")
     provider = _json(_ref("Provider"), "The provider.")
     test_result = _json(_ref("TestResult"), "The result of the connectivity test.")
     paths = {
@@ -210,6 +224,44 @@ def _build_openapi(routes: tuple[tuple[str, type], ...]) -> dict[str, Any]:
                                           {"name": "type", "in": "query", "required": False,
                                            "schema": _ref("ProviderType")}]),
         },
+        "/api/providers/{provider_id}/events": {
+            "parameters": [_PROVIDER_ID],
+            "get": _operation("getProviderEvents", "health", "The provider's health events, newest first",
+                              {"200": _json(provider_events, "Events."), **_errors(400, 404)}, parameters=[_LIMIT]),
+        },
+        "/api/events": {
+            "get": _operation("listEvents", "health", "The events after an id, oldest first: a feed to poll",
+                              {"200": _json(event_feed, "Events."), **_errors(400)},
+                              parameters=[_LIMIT, {"name": "after", "in": "query", "required": False,
+                                                   "schema": {"type": "integer", "minimum": 0,
+                                                              "maximum": 2**53 - 1}}]),
+        },
+        "/api/webhooks": {
+            "get": _operation("listWebhooks", "webhooks", "The webhooks (never their secrets)",
+                              {"200": _json({"type": "array", "items": _ref("Webhook")}, "Every webhook.")}),
+            "post": _operation("createWebhook", "webhooks",
+                               "Create a webhook (its signing secret is shown this once)",
+                               {"201": _json(created_webhook, "The webhook and its secret."),
+                                **_errors(400, 413, 422)}, body=_ref("WebhookCreate")),
+        },
+        "/api/webhooks/{webhook_id}": {
+            "parameters": [webhook_id],
+            "get": _operation("getWebhook", "webhooks", "Get a webhook", {"200": webhook, **_errors(404)}),
+            "patch": _operation("updateWebhook", "webhooks", "Update some fields of a webhook",
+                                {"200": webhook, **_errors(400, 404, 413, 422)}, body=_ref("WebhookUpdate")),
+            "delete": _operation("deleteWebhook", "webhooks", "Delete a webhook (its pending messages go with it)",
+                                 {"204": {"description": "Deleted."}, **_errors(404)}),
+        },
+        "/api/webhooks/{webhook_id}/ping": {
+            "parameters": [webhook_id],
+            "post": _operation("pingWebhook", "webhooks", "Send a webhook.ping now and answer with the attempt",
+                               {"200": _json(_ref("Delivery"), "The delivery attempt."), **_errors(404)}),
+        },
+        "/api/webhooks/{webhook_id}/deliveries": {
+            "parameters": [webhook_id],
+            "get": _operation("listWebhookDeliveries", "webhooks", "The webhook's delivery attempts, newest first",
+                              {"200": _json(deliveries, "Attempts."), **_errors(400, 404)}, parameters=[_LIMIT]),
+        },
         "/api/tokens": {
             "get": _operation("listTokens", "access", "The API tokens (never their secrets)",
                               {"200": _json({"type": "array", "items": _ref("Token")}, "Every token.")}),
@@ -263,6 +315,12 @@ def _build_openapi(routes: tuple[tuple[str, type], ...]) -> dict[str, Any]:
                 "Role": schemas.TOKEN_CREATE["properties"]["role"],
                 "Token": schemas.TOKEN,
                 "TokenCreate": schemas.TOKEN_CREATE,
+                "Health": schemas.HEALTH,
+                "Event": schemas.EVENT,
+                "Webhook": schemas.WEBHOOK,
+                "WebhookCreate": schemas.WEBHOOK_CREATE,
+                "WebhookUpdate": schemas.WEBHOOK_UPDATE,
+                "Delivery": schemas.DELIVERY,
             }),
             "securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer",

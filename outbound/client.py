@@ -1,5 +1,7 @@
-"""The one outbound HTTP client of the process: a GET with a timeout, no redirects followed, on a
-fresh connection, its body kept up to a limit, curl's phase timings attached.
+"""An outbound HTTP client: a request with a timeout, no redirects followed, on a fresh connection,
+the answer's body kept up to a limit, curl's phase timings attached. The process has two, each with
+its own transfer slots: one for probes, one for webhook deliveries (a hanging receiver never holds
+up a probe).
 
 The curl client itself (`curl_client.py`) is imported on the first request, not at start-up:
 pycurl brings its own libcurl and OpenSSL, resident memory a registry nobody probes need not carry.
@@ -36,6 +38,13 @@ class OutboundClient:
 
     async def get(self, url: str, headers: dict[str, str]) -> Answer:
         """The answer, whatever its status; raises TransportFailure (no answer) or RequestNotSent."""
+        return await self.send("GET", url, headers)
+
+    async def post(self, url: str, headers: dict[str, str], body: bytes) -> Answer:
+        """As `get`, with a body."""
+        return await self.send("POST", url, headers, body)
+
+    async def send(self, method: str, url: str, headers: dict[str, str], content: bytes | None = None) -> Answer:
         body = bytearray()
         overflow = False
 
@@ -46,7 +55,7 @@ class OutboundClient:
             elif not overflow:
                 body.extend(chunk)
 
-        request = HTTPRequest(url, method="GET", headers={"User-Agent": USER_AGENT, **headers},
+        request = HTTPRequest(url, method=method, headers={"User-Agent": USER_AGENT, **headers}, body=content,
                               follow_redirects=False, connect_timeout=self.timeout_seconds,
                               request_timeout=self.timeout_seconds, streaming_callback=collect)
         tls = url.lower().startswith("https:")

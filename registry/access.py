@@ -9,17 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Permissions, by what they let a caller do.
-READ_PROVIDERS = "providers.read"        # list, get, history, resolve
+READ_PROVIDERS = "providers.read"        # list, get, history, events, resolve
 CHANGE_PROVIDERS = "providers.change"    # create, update, delete, probe, sync, discover, test-connection
 READ_CREDENTIALS = "credentials.read"    # a provider's key in plaintext
 MANAGE_BACKUP = "backup.manage"          # export, restore
 MANAGE_TOKENS = "tokens.manage"
 READ_AUDIT = "audit.read"
 READ_OWN_TOKEN = "tokens.self"
+MANAGE_WEBHOOKS = "webhooks.manage"
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({READ_PROVIDERS, CHANGE_PROVIDERS, READ_CREDENTIALS, MANAGE_BACKUP, MANAGE_TOKENS,
-                        READ_AUDIT, READ_OWN_TOKEN}),
+                        READ_AUDIT, READ_OWN_TOKEN, MANAGE_WEBHOOKS}),
     "viewer": frozenset({READ_PROVIDERS, READ_OWN_TOKEN}),
     "consumer": frozenset({READ_PROVIDERS, READ_CREDENTIALS, READ_OWN_TOKEN}),
 }

@@ -17,7 +17,8 @@ DENIED_FLUSH_EVERY = 100
 DENIED_CLIENTS_KEPT = 1000
 TARGET_TYPES = ("provider", "token", "webhook", "inventory")
 AUDIT_ACTIONS = ("provider.create", "provider.update", "provider.delete", "provider.sync_models", "inventory.restore",
-                 "inventory.export", "credentials.read", "token.create", "token.revoke", "auth.denied")
+                 "inventory.export", "credentials.read", "token.create", "token.revoke", "webhook.create",
+                 "webhook.update", "webhook.delete", "auth.denied")
 
 
 class AuditLog:

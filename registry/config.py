@@ -46,6 +46,11 @@ class Settings:
     allowed_hosts: frozenset[str] | None = None
     idle_timeout_seconds: float = 75.0
     audit_keep: int = 100_000
+    # Consecutive results that make a provider down / up.
+    down_after: int = 2
+    up_after: int = 1
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_seconds: float = 5.0  # the base the retry schedule multiplies
 
 
 def read_environment(env_file: Path | None = None) -> dict[str, str]:
@@ -81,6 +86,10 @@ def load_settings(env: Mapping[str, str], host: str | None = None, port: int | N
         allowed_hosts=parse_allowed_hosts(env.get("BACKEND_ALLOWED_HOSTS", "")),
         idle_timeout_seconds=_number(env, "BACKEND_IDLE_TIMEOUT_SECONDS", "75", float, minimum=0.001),
         audit_keep=_number(env, "BACKEND_AUDIT_KEEP", "100000", int, minimum=1),
+        down_after=_number(env, "BACKEND_DOWN_AFTER", "2", int, minimum=1, maximum=1000),
+        up_after=_number(env, "BACKEND_UP_AFTER", "1", int, minimum=1, maximum=1000),
+        webhook_timeout_seconds=_number(env, "BACKEND_WEBHOOK_TIMEOUT_SECONDS", "10", float, minimum=0.001),
+        webhook_retry_seconds=_number(env, "BACKEND_WEBHOOK_RETRY_SECONDS", "5", float, minimum=0.001),
     )
     return settings
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from store.provider_rows import DuplicateName, IdsExhausted, ProviderNotFound
+from store.webhooks import WebhookNotFound
 
 
 class RegistryError(Exception):
@@ -56,6 +57,8 @@ def store_errors_translated() -> Iterator[None]:
         yield
     except ProviderNotFound as exc:
         raise NotFound(f"Provider {exc.provider_id} does not exist.") from None
+    except WebhookNotFound as exc:
+        raise NotFound(f"Webhook {exc.webhook_id} does not exist.") from None
     except DuplicateName as exc:
         raise Conflict(f"A provider named {exc.name!r} already exists (names are compared case-insensitively).") \
             from None

@@ -22,14 +22,17 @@ from registry import backup_file, restore
 from registry.access import SYSTEM, Actor
 from registry.audit import AuditLog
 from registry.errors import Conflict, store_errors_translated
+from registry.events import EventLog
 from registry.fields import normalized, with_defaults
 from registry.group_commit import ApplyChange, Change, GroupCommit
+from registry.health import HealthPolicy
 from registry.keyring import Keyring, UndecryptableKey
 from registry.provider_types import PROVIDER_TYPES
 from registry.read_cache import CommitWatcher, ReadCache
 from registry.restore import RestorePreview
 from registry.timestamps import utc_timestamp
 from store import api_tokens, probe_history, provider_rows
+from store import events as event_rows
 from store.database import transaction
 from store.provider_rows import NO_FILTER, Provider, ProviderFilter
 
@@ -53,11 +56,14 @@ class RestorePending(Conflict):
 
 
 class Inventory:
-    def __init__(self, conn: sqlite3.Connection, keyring: Keyring, backup_path: Path, audit: AuditLog | None = None):
+    def __init__(self, conn: sqlite3.Connection, keyring: Keyring, backup_path: Path, audit: AuditLog | None = None,
+                 health: HealthPolicy | None = None, events: EventLog | None = None):
         self._conn = conn
         self.keyring = keyring
         self.backup_path = backup_path
         self.audit = audit or AuditLog(conn, DEFAULT_AUDIT_KEEP)
+        self.health = health or HealthPolicy()
+        self.events = events or EventLog(conn)
         provider_rows.use_key_preview(conn, keyring.preview)
         # Each provider's backup record JSON as committed, in id order: a change re-renders only
         # the records it touched, and the backup file is these joined. None until first needed.
@@ -208,17 +214,29 @@ class Inventory:
         await self._submit(apply)
 
     async def record_probe_results(self, results: dict[int, dict[str, Any]]) -> None:
-        """Store probe results (as `last_test` and in history), all in the same group commit.
-        Providers deleted while they were being probed are skipped."""
+        """Store probe results (as `last_test` and in history) and count them towards each
+        provider's health, raising an event on every change of state, all in the same group
+        commit. Providers deleted while they were being probed are skipped."""
         def apply(change: Change) -> None:
             for provider_id, result in results.items():
                 try:
                     probe_history.add_probe_result(change.conn, provider_id, result)
                 except provider_rows.ProviderNotFound:
                     continue
+                self._count_towards_health(change.conn, provider_id, result)
                 change.touched.add(provider_id)
 
         await self._submit(apply)
+
+    def _count_towards_health(self, conn: sqlite3.Connection, provider_id: int, result: dict[str, Any]) -> None:
+        name, before = event_rows.read_health(conn, provider_id)
+        after = self.health.after(before, result)
+        event_rows.write_health(conn, provider_id, after)
+        if after.state != before.state:
+            self.events.raise_event(conn, {
+                "provider_id": provider_id, "provider_name": name, "type": f"provider.{after.state}",
+                "at": utc_timestamp(), "from": before.state, "to": after.state, "reason": after.reason,
+                "result": result})
 
     def restore(self, document: Any, actor: Actor = SYSTEM) -> int:
         """Replace the whole inventory with a backup document's, keeping ids; nothing changes

@@ -20,6 +20,7 @@ from outbound.timings import NO_TIMINGS
 from registry.access import SYSTEM, Actor
 from registry.errors import Conflict, NotFound, UpstreamUnusable
 from registry.fields import MAX_MODEL_LENGTH, MAX_MODELS, with_defaults
+from registry.health import HEALTH_STATES
 from registry.inventory import Inventory
 from registry.keyring import UndecryptableKey
 from registry.provider_types import PROVIDER_TYPES
@@ -208,14 +209,17 @@ class ProbeService:
             self._bulk_running = False
 
     async def discover(self, provider_id: int) -> dict[str, list[str]]:
-        """The upstream model list beside the configured one; raises UpstreamUnusable."""
+        """The upstream model list beside the configured one; raises UpstreamUnusable. The probe
+        is recorded (history, `last_test`, health) like a test."""
+        self.inventory.ensure_writable()
         upstream, configured = await self._upstream_models(provider_id)
         return {"models": upstream, "missing": [m for m in configured if m not in set(upstream)],
                 "new": [m for m in upstream if m not in set(configured)]}
 
     async def sync_models(self, provider_id: int, actor: Actor = SYSTEM) -> None:
         """Set the provider's models to the upstream list (ids a provider cannot hold, empty or
-        longer than 200 characters, are left out); raises UpstreamUnusable."""
+        longer than 200 characters, are left out); raises UpstreamUnusable, having changed nothing
+        but the record of its probe."""
         self.inventory.ensure_writable()  # before the probe, not after it
         upstream, _ = await self._upstream_models(provider_id)
         storable = [m for m in upstream if 1 <= len(m) <= MAX_MODEL_LENGTH]
@@ -225,8 +229,10 @@ class ProbeService:
         await self.inventory.update(provider_id, {"models": storable}, actor, action="provider.sync_models")
 
     async def _upstream_models(self, provider_id: int) -> tuple[list[str], list[str]]:
+        """Probe the provider, record the result, and give its model list and the configured one."""
         provider = self.inventory.get(provider_id)
         outcome = await self.probe(self.target_for(provider))
+        await self.inventory.record_probe_results({provider_id: outcome.result})
         if outcome.offered_models is None:
             reason = outcome.result["detail"] or "its answer has no model list"
             raise UpstreamUnusable(f"The provider did not return a model list (probe status "
@@ -234,23 +240,21 @@ class ProbeService:
         return outcome.offered_models, provider.models
 
     def resolve(self, model: str, provider_type: str | None, scope: frozenset[int] | None) -> dict[str, Any]:
-        """The active providers (within `scope`) whose models hold `model`, best first: last probe
-        online, then never probed, then the rest; then lower p50 of their recent online results
-        (none last); then id. NotFound when there is none."""
+        """The active providers (within `scope`) whose models hold `model`, best first: health up,
+        then unknown, then down; then lower p50 of their recent online results (none last); then
+        id. NotFound when there is none."""
         candidates = []
         for provider in self.inventory.list(ProviderFilter(is_active=True, type=provider_type, ids=scope)):
             if model not in provider.models:
                 continue
-            last = provider.last_test
-            health = "up" if last and last["status"] == "online" else "unknown" if last is None else "down"
             online = sorted(r["latency_ms"] for r in self.inventory.history(provider.id, RESOLVE_WINDOW)
                             if r["status"] == "online")
             candidates.append({"id": provider.id, "name": provider.name, "type": provider.type,
-                               "base_url": provider.base_url, "health": health,
+                               "base_url": provider.base_url, "health": provider.health_state,
                                "p50_ms": _percentile(online, 50)})
         if not candidates:
             raise NotFound(f"No active provider offers the model {model[:200]!r}.")
-        rank = {"up": 0, "unknown": 1, "down": 2}
+        rank = {state: position for position, state in enumerate(HEALTH_STATES)}
         candidates.sort(key=lambda c: (rank[c["health"]], c["p50_ms"] is None, c["p50_ms"] or 0.0, c["id"]))
         return {"model": model, "candidates": candidates}
 

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError, _keywords, validators
 
 from registry.access import ROLES
+from registry.events import EVENT_TYPES
+from registry.health import HEALTH_STATES
 from registry.fields import MAX_MODEL_LENGTH, MAX_MODELS, PROVIDER_DEFAULTS, WHITESPACE
 from registry.provider_types import PROVIDER_TYPES
 from store.provider_rows import MAX_ID
@@ -123,6 +125,12 @@ TEST_RESULT = {
     "additionalProperties": False,
 }
 
+HEALTH = {
+    "type": "object",
+    "properties": {"state": {"type": "string", "enum": list(HEALTH_STATES)}, "since": {"type": ["string", "null"]},
+                   "reason": {"type": ["string", "null"]}},
+    "required": ["state", "since", "reason"],
+}
 PROVIDER = {
     "type": "object",
     "properties": {
@@ -137,9 +145,10 @@ PROVIDER = {
         "created_at": {"type": "string", "format": "date-time"},
         "updated_at": {"type": "string", "format": "date-time"},
         "last_test": {"oneOf": [TEST_RESULT, {"type": "null"}]},
+        "health": HEALTH,
     },
     "required": ["id", "name", "type", "base_url", "models", "is_active", "has_api_key",
-                 "api_key_preview", "created_at", "updated_at", "last_test"],
+                 "api_key_preview", "created_at", "updated_at", "last_test", "health"],
 }
 
 BACKUP_FORMAT = "provider-registry-backup"
@@ -291,10 +300,65 @@ TOKEN = {
     "required": ["id", "name", "role", "providers", "created_at", "expires_at", "last_used_at"],
 }
 
+_EVENT_TYPE = {"type": "string", "enum": list(EVENT_TYPES)}
+_DESCRIPTION = {"type": ["string", "null"], "maxLength": 500}
+WEBHOOK_CREATE = {
+    "type": "object",
+    "properties": {
+        "url": {**BASE_URL, "description": "Where events are POSTed; the rules of a provider's base_url."},
+        "events": {"type": "array", "minItems": 1, "maxItems": len(EVENT_TYPES), "uniqueItems": True,
+                   "items": _EVENT_TYPE, "description": "The event types sent to it; absent: all of them."},
+        "description": _DESCRIPTION,
+    },
+    "required": ["url"],
+    "additionalProperties": False,
+}
+WEBHOOK_UPDATE = {
+    "type": "object",
+    "properties": {**WEBHOOK_CREATE["properties"], "is_active": IS_ACTIVE},
+    "additionalProperties": False,
+}
+WEBHOOK = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"}, "url": {"type": "string"}, "events": {"type": "array", "items": _EVENT_TYPE},
+        "description": {"type": ["string", "null"]}, "is_active": {"type": "boolean"},
+        "created_at": TIMESTAMP, "updated_at": TIMESTAMP,
+    },
+    "required": ["id", "url", "events", "description", "is_active", "created_at", "updated_at"],
+}
+EVENT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"}, "provider_id": {"type": "integer"}, "provider_name": {"type": "string"},
+        "type": _EVENT_TYPE, "at": TIMESTAMP,
+        "from": {"type": ["string", "null"]}, "to": {"type": ["string", "null"]},
+        "reason": {"type": ["string", "null"]}, "result": {"oneOf": [TEST_RESULT, {"type": "null"}]},
+    },
+    "required": ["id", "provider_id", "provider_name", "type", "at", "from", "to", "reason", "result"],
+}
+DELIVERY = {
+    "type": "object",
+    "properties": {
+        "id": {"type": ["integer", "null"]}, "webhook_id": {"type": "integer"},
+        "message_id": {"type": "string", "description": "The webhook-id header: the same on every retry."},
+        "event_id": {"type": ["integer", "null"]}, "type": {"type": "string"},
+        "attempt": {"type": "integer", "minimum": 1}, "at": TIMESTAMP,
+        "status_code": {"type": ["integer", "null"]}, "latency_ms": {"type": ["number", "null"]},
+        "error": {"type": ["string", "null"]},
+        "outcome": {"type": "string", "enum": ["delivered", "retry", "failed"]},
+        "next_attempt_at": {"type": ["string", "null"]},
+    },
+    "required": ["id", "webhook_id", "message_id", "event_id", "type", "attempt", "at", "status_code",
+                 "latency_ms", "error", "outcome", "next_attempt_at"],
+}
+
 provider_create_validator = SchemaValidator(PROVIDER_CREATE, format_checker=_format_checker)
 token_create_validator = SchemaValidator(TOKEN_CREATE, format_checker=_format_checker)
 provider_update_validator = SchemaValidator(PROVIDER_UPDATE, format_checker=_format_checker)
 backup_document_validator = SchemaValidator(BACKUP_DOCUMENT, format_checker=_format_checker)
+webhook_create_validator = SchemaValidator(WEBHOOK_CREATE, format_checker=_format_checker)
+webhook_update_validator = SchemaValidator(WEBHOOK_UPDATE, format_checker=_format_checker)
 
 # Messages that never echo the value: jsonschema's own messages quote the instance, and an API key
 # (or its ciphertext) must never come back in an error.
@@ -307,6 +371,8 @@ _FIELD_MESSAGES = {
     "api_key": "must be null or a string of 1 to 4096 printable ASCII characters without a space at either end",
     "models": "must be an array of at most 1000 unique strings of 1 to 200 characters",
     "is_active": "must be true or false",
+    "url": "must be an absolute http or https URL with a host, without user-info or fragment, at most 2048 characters",
+    "events": "must be a non-empty array of unique event types: " + ", ".join(EVENT_TYPES),
 }
 
 

@@ -45,6 +45,7 @@ class Provider:
     created_at: str
     updated_at: str
     last_test: dict[str, Any] | None = field(default=None)
+    health_state: str = "unknown"  # up, down or unknown (the core's health.py says how it changes)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def name_key(name: str) -> str:
 
 
 _SELECT = ("SELECT id, name, type, base_url, api_key_ciphertext, models, is_active, created_at, updated_at, "
-           "last_test FROM providers")
+           "last_test, health_state FROM providers")
 # Column name -> how its Python value is stored. Also the whitelist for dynamic UPDATE statements.
 _COLUMNS = {
     "name": lambda v: v,
@@ -93,7 +94,8 @@ _API_JSON = (
     f"'is_active', {_BOOLEAN.format('is_active')}, "
     f"'has_api_key', {_BOOLEAN.format('api_key_ciphertext IS NOT NULL')}, "
     "'api_key_preview', api_key_preview(api_key_ciphertext), "
-    "'created_at', created_at, 'updated_at', updated_at, 'last_test', json(last_test)) AS BLOB)")
+    "'created_at', created_at, 'updated_at', updated_at, 'last_test', json(last_test), "
+    "'health', json_object('state', health_state, 'since', health_since, 'reason', health_reason)) AS BLOB)")
 _BACKUP_JSON = (
     "CAST(json_object('id', id, 'name', name, 'type', type, 'base_url', base_url, 'api_key', api_key_ciphertext, "
     f"'models', json(models), 'is_active', {_BOOLEAN.format('is_active')}, "
@@ -106,10 +108,11 @@ def use_key_preview(conn: sqlite3.Connection, preview: Callable[[str | None], st
 
 
 def _provider_from_row(row: sqlite3.Row | tuple) -> Provider:
-    (id_, name, type_, base_url, ciphertext, models, is_active, created_at, updated_at, last_test) = row
+    (id_, name, type_, base_url, ciphertext, models, is_active, created_at, updated_at, last_test, health) = row
     return Provider(id=id_, name=name, type=type_, base_url=base_url, api_key_ciphertext=ciphertext,
                     models=json.loads(models), is_active=bool(is_active), created_at=created_at,
-                    updated_at=updated_at, last_test=None if last_test is None else json.loads(last_test))
+                    updated_at=updated_at, last_test=None if last_test is None else json.loads(last_test),
+                    health_state=health)
 
 
 def _where(filters: ProviderFilter) -> tuple[str, list]:

@@ -70,9 +70,15 @@ def runtime(env):
 
 @pytest.fixture
 def app(runtime, io_loop):
-    application, client, _ = build_service(runtime)
-    yield application
-    client.close()
+    service = build_service(runtime)
+
+    async def start_delivery() -> None:  # as serve() does, on the test's running loop
+        service.webhooks.delivery.start()
+
+    io_loop.run_sync(start_delivery)
+    yield service.app
+    io_loop.run_sync(service.webhooks.delivery.stop)
+    service.close()
 
 
 @pytest.fixture

@@ -130,14 +130,20 @@ async def test_test_connection_reports_an_unreachable_provider(api):
 
 # -- model discovery and sync -------------------------------------------------------------------------
 
-async def test_discover_compares_configured_and_upstream_models(api, fake_provider):
+async def test_discover_compares_configured_and_upstream_models_and_records_only_its_probe(api, fake_provider):
     provider = await add(api, fake_provider, models=["model-a", "model-b"])
     fake_provider.answer("/v1/models", body={"data": [{"id": "model-a"}, {"id": "model-c"}, {"id": "model-d"}]})
     response = await api.get(f"/api/providers/{provider['id']}/models/discover")
     assert response.code == 200
     assert response.json() == {"models": ["model-a", "model-c", "model-d"], "missing": ["model-b"],
                                "new": ["model-c", "model-d"]}
-    assert (await api.get(f"/api/providers/{provider['id']}")).json() == provider  # nothing stored
+    after = (await api.get(f"/api/providers/{provider['id']}")).json()
+    assert after["last_test"]["status"] == "online" and after["last_test"]["missing_models"] == ["model-b"]
+    assert after["health"]["state"] == "up"
+    history = (await api.get(f"/api/providers/{provider['id']}/tests")).json()["results"]
+    assert history == [after["last_test"]]
+    unchanged = ("models", "updated_at", "name", "base_url", "is_active", "api_key_preview")
+    assert {k: after[k] for k in unchanged} == {k: provider[k] for k in unchanged}
 
 
 async def test_discover_works_for_inactive_providers_and_each_list_shape(api, fake_provider):
@@ -165,18 +171,24 @@ async def test_sync_sets_the_models_to_the_upstream_list(api, fake_provider, run
     ({"status": 302, "headers": {"Location": "http://elsewhere.example/"}}, "error"),
     ({"status": 200, "body": "<html>not a list</html>"}, "online"),
 ])
-async def test_upstream_without_a_usable_list_is_502_and_changes_nothing(api, fake_provider, runtime, answer,
-                                                                          status_word):
+async def test_upstream_without_a_usable_list_is_502_and_changes_nothing_but_the_probe_record(
+        api, fake_provider, runtime, answer, status_word):
     provider = await add(api, fake_provider)
     fake_provider.answer("/v1/models", **answer)
-    backup_before = runtime.settings.backup_file.read_bytes()
     for method, path in (("GET", "discover"), ("POST", "sync")):
         response = await api.request(method, f"/api/providers/{provider['id']}/models/{path}",
                                      body=b"" if method == "POST" else None)
         assert response.code == 502
         assert status_word in response.json()["detail"]
-    assert (await api.get(f"/api/providers/{provider['id']}")).json() == provider
-    assert runtime.settings.backup_file.read_bytes() == backup_before
+    after = (await api.get(f"/api/providers/{provider['id']}")).json()
+    assert after["last_test"]["status"] == status_word
+    assert len((await api.get(f"/api/providers/{provider['id']}/tests")).json()["results"]) == 2
+    # Two results that are not online: down (online ones make it up).
+    assert after["health"]["state"] == ("up" if status_word == "online" else "down")
+    unchanged = ("models", "updated_at", "name", "base_url", "is_active", "api_key_preview")
+    assert {k: after[k] for k in unchanged} == {k: provider[k] for k in unchanged}
+    backup = json.loads(runtime.settings.backup_file.read_text())["providers"][0]
+    assert backup["models"] == provider["models"] and backup["last_test"] == after["last_test"]
 
 
 async def test_discover_of_an_offline_provider_is_502(api, fake_provider):

@@ -103,13 +103,15 @@ def test_openapi_is_built_from_the_validators_schemas():
     assert resolved(components["ProviderUpdate"], components) == schemas.provider_update_validator.schema
     assert resolved(components["BackupDocument"], components) == schemas.backup_document_validator.schema
     assert resolved(components["Provider"], components) == schemas.PROVIDER
+    assert resolved(components["WebhookCreate"], components) == schemas.webhook_create_validator.schema
+    assert resolved(components["WebhookUpdate"], components) == schemas.webhook_update_validator.schema
 
 
 def test_every_operation_has_an_operation_id_and_a_tag_and_shared_schemas_are_referenced():
     document = build_openapi(tuple(default_handlers))
     ids = [op["operationId"] for item in document["paths"].values() for method, op in item.items()
            if method != "parameters"]
-    assert len(ids) == len(set(ids)) == 21
+    assert len(ids) == len(set(ids)) == 30
     assert all(op["tags"] for item in document["paths"].values() for method, op in item.items()
                if method != "parameters")
     components = document["components"]["schemas"]
@@ -140,7 +142,9 @@ async def test_openapi_document_lists_every_route_with_bearer_security(api, app)
                 "/api/providers/{provider_id}/models/discover", "/api/providers/{provider_id}/models/sync",
                 "/api/admin/providers/export", "/api/admin/providers/restore",
                 "/api/providers/{provider_id}/credentials", "/api/resolve", "/api/tokens", "/api/tokens/self",
-                "/api/tokens/{token_id}", "/api/audit"}
+                "/api/tokens/{token_id}", "/api/audit", "/api/providers/{provider_id}/events", "/api/events",
+                "/api/webhooks", "/api/webhooks/{webhook_id}", "/api/webhooks/{webhook_id}/ping",
+                "/api/webhooks/{webhook_id}/deliveries"}
     assert set(document["paths"]) == expected
     for path, item in document["paths"].items():
         for method, operation in item.items():

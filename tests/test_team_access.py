@@ -208,7 +208,8 @@ async def test_resolve_orders_up_then_unknown_then_down_then_by_p50_then_id(api,
     def result(status: str, latency: float) -> dict:
         return {"status": status, "status_code": 200, "latency_ms": latency, "detail": None, "missing_models": [],
                 "checked_at": "2026-11-26T10:00:00.000Z", "timings": None}
-    await runtime.inventory.record_probe_results({ids[0]: result("offline", 1.0)})
+    for _ in range(2):  # two results that are not online make a provider down
+        await runtime.inventory.record_probe_results({ids[0]: result("offline", 1.0)})
     await runtime.inventory.record_probe_results({ids[1]: result("online", 90.0)})
     await runtime.inventory.record_probe_results({ids[3]: result("online", 10.0)})
     answer = (await api.get("/api/resolve?model=target", token=ADMIN)).json()

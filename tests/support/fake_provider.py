@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -28,6 +29,8 @@ class RecordedRequest:
     path: str
     query: str
     headers: dict[str, str]
+    body: bytes = b""
+    at: float = 0.0  # time.time() when it arrived
 
 
 class FakeProvider:
@@ -69,7 +72,8 @@ class _FakeHandler(tornado.web.RequestHandler):
     async def answer(self) -> None:
         fake = self.fake
         fake.requests.append(RecordedRequest(self.request.method, self.request.path, self.request.query,
-                                             {k.lower(): v for k, v in self.request.headers.get_all()}))
+                                             {k.lower(): v for k, v in self.request.headers.get_all()},
+                                             self.request.body, time.time()))
         fake.in_flight += 1
         fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
         try:
