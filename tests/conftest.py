@@ -8,6 +8,8 @@
 - `api`: a small JSON client for that server (`await api.post("/api/providers", json={...})`).
 - `fake_provider`: a fake upstream LLM API served by Tornado on another loopback port; it records
   every request and answers as the test tells it (`fake_provider.answer("/models", status=401)`).
+- `webhook_receiver`: another such fake, for webhook deliveries (`webhook_receiver.requests`
+  hold their bodies and arrival times).
 - `access_log`: the app's access log written to memory, line by line (`access_log()` -> lines).
 - `provider_body`: a valid create body factory.
 - `add_foreign_key_provider`: stores a provider whose key was encrypted under a secret the server
@@ -126,6 +128,13 @@ def add_foreign_key_provider(runtime):
 
 @pytest.fixture
 def fake_provider(io_loop):
+    fake, stop = serve_fake_provider()
+    yield fake
+    stop()
+
+
+@pytest.fixture
+def webhook_receiver(io_loop):
     fake, stop = serve_fake_provider()
     yield fake
     stop()
