@@ -9,6 +9,7 @@ from pathlib import Path
 from handlers.base import BaseHandler, GuardedStaticFileHandler
 from registry.access import ROLES
 from registry.audit import AUDIT_ACTIONS
+from registry.events import EVENT_TYPES
 from registry.provider_types import PROVIDER_TYPES
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
@@ -32,7 +33,8 @@ class AdminPageHandler(BaseHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         set_page_security_headers(self)
-        self.render("index.html", provider_types=PROVIDER_TYPES.values(), roles=ROLES, audit_actions=AUDIT_ACTIONS)
+        self.render("index.html", provider_types=PROVIDER_TYPES.values(), roles=ROLES, audit_actions=AUDIT_ACTIONS,
+                    event_types=EVENT_TYPES)
 
 
 class UiStaticFileHandler(GuardedStaticFileHandler):

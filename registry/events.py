@@ -26,12 +26,14 @@ PING = "webhook.ping"  # sent to one webhook on request, whatever it subscribes 
 
 
 def message_id() -> str:
-    """A Standard Webhooks message id: one per message, the same on every retry of it."""
-    return "msg_" + secrets.token_urlsafe(18)
+    """A Standard Webhooks message id: one per message, the same on every retry of it (those of
+    events get theirs, of the same form, from `store.webhooks.queue_events`)."""
+    return "msg_" + secrets.token_hex(16)
 
 
 def message_body(event_type: str, timestamp: str, data: dict[str, Any]) -> str:
-    """The JSON body a webhook receives (and whose bytes are signed)."""
+    """The JSON body a webhook receives (and whose bytes are signed); those of events are built
+    the same way by `store.webhooks.queue_events`."""
     return json.dumps({"type": event_type, "timestamp": timestamp, "data": data}, ensure_ascii=False,
                       separators=(",", ":"))
 
@@ -43,21 +45,17 @@ class EventLog:
         # only schedule work for later (delivery finds the messages once they are committed).
         self.on_queued: Callable[[], None] | None = None
 
-    def raise_event(self, conn: sqlite3.Connection, event: dict[str, Any]) -> dict[str, Any]:
-        """Write `event` (its fields but id) and queue it for every active webhook subscribed to its
-        type; returns it with its id."""
-        event = {"id": event_rows.insert_event(conn, event), **event}
-        subscribers = [w for w in webhook_rows.list_webhooks(conn, active_only=True)
-                       if w.events is None or event["type"] in w.events]
-        if subscribers:
-            body = message_body(event["type"], event["at"], event)
-            now = time.time()
-            for webhook in subscribers:
-                webhook_rows.queue_message(conn, webhook.id, message_id(), event["id"], event["type"], body,
-                                           event["at"], now)
-            if self.on_queued is not None:
-                self.on_queued()
-        return event
+    def raise_events(self, conn: sqlite3.Connection, events: list[dict[str, Any]]) -> None:
+        """Write `events` (their fields but ids) and queue each for every active webhook subscribed
+        to its type."""
+        if not events:
+            return
+        after = event_rows.insert_events(conn, events)
+        webhooks = webhook_rows.list_webhooks(conn, active_only=True)
+        for webhook in webhooks:
+            webhook_rows.queue_events(conn, webhook.id, after, webhook.events, time.time())
+        if webhooks and self.on_queued is not None:
+            self.on_queued()
 
     def provider_events(self, provider_id: int, limit: int) -> list[dict[str, Any]]:
         """The provider's latest events, newest first."""

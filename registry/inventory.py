@@ -218,25 +218,23 @@ class Inventory:
         provider's health, raising an event on every change of state, all in the same group
         commit. Providers deleted while they were being probed are skipped."""
         def apply(change: Change) -> None:
+            current = event_rows.read_health(change.conn, results)
+            counted, events = [], []
             for provider_id, result in results.items():
-                try:
-                    probe_history.add_probe_result(change.conn, provider_id, result)
-                except provider_rows.ProviderNotFound:
+                if provider_id not in current:
                     continue
-                self._count_towards_health(change.conn, provider_id, result)
+                name, before = current[provider_id]
+                after = self.health.after(before, result)
+                counted.append((provider_id, result, after))
+                if after.state != before.state:
+                    events.append({"provider_id": provider_id, "provider_name": name,
+                                   "type": f"provider.{after.state}", "at": utc_timestamp(), "from": before.state,
+                                   "to": after.state, "reason": after.reason, "result": result})
                 change.touched.add(provider_id)
+            probe_history.add_probe_results(change.conn, counted)
+            self.events.raise_events(change.conn, events)
 
         await self._submit(apply)
-
-    def _count_towards_health(self, conn: sqlite3.Connection, provider_id: int, result: dict[str, Any]) -> None:
-        name, before = event_rows.read_health(conn, provider_id)
-        after = self.health.after(before, result)
-        event_rows.write_health(conn, provider_id, after)
-        if after.state != before.state:
-            self.events.raise_event(conn, {
-                "provider_id": provider_id, "provider_name": name, "type": f"provider.{after.state}",
-                "at": utc_timestamp(), "from": before.state, "to": after.state, "reason": after.reason,
-                "result": result})
 
     def restore(self, document: Any, actor: Actor = SYSTEM) -> int:
         """Replace the whole inventory with a backup document's, keeping ids; nothing changes

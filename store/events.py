@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from store.provider_rows import ProviderNotFound
 
@@ -24,35 +24,33 @@ class HealthRow:
     failing_streak: int
 
 
-def read_health(conn: sqlite3.Connection, provider_id: int) -> tuple[str, HealthRow]:
-    """(the provider's name, its health)."""
-    row = conn.execute("SELECT name, health_state, health_since, health_reason, online_streak, failing_streak "
-                       "FROM providers WHERE id = ?", (provider_id,)).fetchone()
-    if row is None:
-        raise ProviderNotFound(provider_id)
-    return row[0], HealthRow(*row[1:])
+def read_health(conn: sqlite3.Connection, provider_ids: Iterable[int]) -> dict[int, tuple[str, HealthRow]]:
+    """(name, health) of those of `provider_ids` that exist, by id."""
+    rows = conn.execute("SELECT id, name, health_state, health_since, health_reason, online_streak, failing_streak "
+                        "FROM providers WHERE id IN (SELECT value FROM json_each(?))",
+                        (json.dumps(list(provider_ids)),))
+    return {row[0]: (row[1], HealthRow(*row[2:])) for row in rows}
 
 
-def write_health(conn: sqlite3.Connection, provider_id: int, health: HealthRow) -> None:
-    conn.execute("UPDATE providers SET health_state = ?, health_since = ?, health_reason = ?, online_streak = ?, "
-                 "failing_streak = ? WHERE id = ?",
-                 (health.state, health.since, health.reason, health.online_streak, health.failing_streak,
-                  provider_id))
-
-
-def insert_event(conn: sqlite3.Connection, event: dict[str, Any]) -> int:
-    """Insert one event (`event` as the API shows it, without its id), trim the provider's oldest
-    beyond EVENTS_KEPT_PER_PROVIDER; returns the id."""
-    event_id = conn.execute(
+def insert_events(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> int:
+    """Insert events (as the API shows them, without ids) in order and trim each provider's oldest
+    beyond EVENTS_KEPT_PER_PROVIDER; returns the id they follow (theirs are the next ones)."""
+    after = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+    conn.executemany(
         "INSERT INTO events (provider_id, provider_name, type, at, from_state, to_state, reason, result) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (event["provider_id"], event["provider_name"], event["type"], event["at"], event["from"], event["to"],
-         event["reason"], None if event["result"] is None else json.dumps(event["result"], ensure_ascii=False)),
-    ).lastrowid
-    conn.execute("DELETE FROM events WHERE provider_id = ? AND id <= ("
-                 "SELECT id FROM events WHERE provider_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                 (event["provider_id"], event["provider_id"], EVENTS_KEPT_PER_PROVIDER))
-    return event_id
+        [(e["provider_id"], e["provider_name"], e["type"], e["at"], e["from"], e["to"], e["reason"],
+          None if e["result"] is None else json.dumps(e["result"], ensure_ascii=False)) for e in events])
+    conn.execute("DELETE FROM events WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER "
+                 "(PARTITION BY provider_id ORDER BY id DESC) AS newer FROM events WHERE provider_id IN "
+                 "(SELECT value FROM json_each(?))) WHERE newer > ?)",
+                 (json.dumps(sorted({e["provider_id"] for e in events})), EVENTS_KEPT_PER_PROVIDER))
+    return after
+
+
+# An event as the API shows it, rendered by SQLite (as webhook bodies are built from many at once).
+EVENT_JSON = ("json_object('id', id, 'provider_id', provider_id, 'provider_name', provider_name, 'type', type, "
+              "'at', at, 'from', from_state, 'to', to_state, 'reason', reason, 'result', json(result))")
 
 
 def provider_events(conn: sqlite3.Connection, provider_id: int, limit: int) -> list[dict[str, Any]]:

@@ -12,6 +12,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from store.events import EVENT_JSON
+
 DELIVERIES_KEPT_PER_WEBHOOK = 1000
 FINISHED_MESSAGES_KEPT_PER_WEBHOOK = 1000
 
@@ -110,11 +112,17 @@ def set_secret_ciphertexts(conn: sqlite3.Connection, ciphertexts: Iterable[tuple
 
 # -- the outbox ------------------------------------------------------------------------------------
 
-def queue_message(conn: sqlite3.Connection, webhook_id: int, message_id: str, event_id: int | None, type_: str,
-                  body: str, created_at: str, due_at: float) -> None:
-    conn.execute("INSERT INTO webhook_messages (webhook_id, message_id, event_id, type, body, next_attempt_at, "
-                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                 (webhook_id, message_id, event_id, type_, body, due_at, created_at))
+def queue_events(conn: sqlite3.Connection, webhook_id: int, after_event_id: int, types: list[str] | None,
+                 due_at: float) -> None:
+    """Queue for the webhook a message for every event after `after_event_id` (of `types`; None =
+    all), with a fresh message id and its body, `{"type", "timestamp", "data": the event}`, as it
+    will be sent and signed: one statement for any number of events."""
+    conn.execute(
+        "INSERT INTO webhook_messages (webhook_id, message_id, event_id, type, body, next_attempt_at, created_at) "
+        "SELECT ?, 'msg_' || lower(hex(randomblob(16))), id, type, "
+        f"json_object('type', type, 'timestamp', at, 'data', {EVENT_JSON}), ?, at FROM events "
+        "WHERE id > ? AND (? IS NULL OR type IN (SELECT value FROM json_each(?))) ORDER BY id",
+        (webhook_id, due_at, after_event_id, None if types is None else 1, json.dumps(types or [])))
 
 
 _SELECT_MESSAGE = ("SELECT m.id, m.webhook_id, m.message_id, m.event_id, m.type, m.body, m.attempts, w.url, "

@@ -371,3 +371,313 @@ def test_audit_view_filters_and_pages_newest_first(page, run_server):
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("BACKEND_ADMIN_TOKEN (admin)")
     screenshot(page, "audit")
+
+
+# -- health, events and webhooks ---------------------------------------------------------------------
+
+def create_provider(server, name: str, base_url: str, **fields) -> dict:
+    status, created = http_json("POST", server.url + "/api/providers", {"name": name, "base_url": base_url, **fields})
+    assert status == 201, created
+    return created
+
+
+def test_health_is_up_after_an_online_test_and_down_after_two_failing_ones_with_a_strip(
+        page, run_server, threaded_fake_provider):
+    server = run_server(SECRET)
+    created = create_provider(server, "Watched", threaded_fake_provider.url + "/v1")
+    page.goto(server.url + "/ui/")
+    health = row(page, "Watched").locator("td.health-cell")
+    expect(health.locator(".health")).to_have_text("unknown")
+    expect(health.locator(".strip-summary")).to_have_text("no tests yet")
+
+    page.get_by_role("button", name="Test Watched").click()
+    expect(health.locator(".health")).to_have_text("up")
+    expect(health.locator(".health")).to_have_class(re.compile(r"\bhealth-up\b"))
+    expect(health).to_contain_text("since just now")
+    since = http_json("GET", f"{server.url}/api/providers/{created['id']}")[1]["health"]["since"]
+    expect(health.get_by_text("since just now")).to_have_attribute("title", since)
+    blocks = health.locator(".strip .block")
+    expect(blocks).to_have_count(1)
+    expect(blocks.first).to_have_attribute("aria-label", re.compile(r"^online \d+ ms at 20\d\d-\d\d-\d\dT"))
+
+    threaded_fake_provider.answer("/v1/models", status=500)
+    page.get_by_role("button", name="Test Watched").click()
+    expect(blocks).to_have_count(2)
+    expect(health.locator(".health")).to_have_text("up")  # one failure is not enough (BACKEND_DOWN_AFTER=2)
+    page.get_by_role("button", name="Test Watched").click()
+    expect(health.locator(".health")).to_have_text("down")
+    expect(health.locator(".health")).to_have_class(re.compile(r"\bhealth-down\b"))
+    expect(health.locator(".health")).to_have_attribute("title", re.compile("HTTP 500"))
+    expect(health.locator(".reason")).to_have_text("HTTP 500 Internal Server Error")
+    expect(blocks).to_have_count(3)
+    expect(health.locator(".strip-summary")).to_have_text("1 of 3 online")
+    labels = blocks.evaluate_all("(bs) => bs.map((b) => [b.getAttribute('aria-label'), b.getAttribute('title')])")
+    assert [label.split(" ")[0] for label, _ in labels] == ["online", "error", "error"]  # oldest left
+    assert all(label == title for label, title in labels)
+    history = http_json("GET", f"{server.url}/api/providers/{created['id']}/tests?limit=20")[1]["results"]
+    assert labels[-1][0].endswith(history[0]["checked_at"])  # newest right
+    expect(blocks.nth(2)).to_have_class(re.compile(r"\bblock-error\b"))
+    assert http_json("GET", f"{server.url}/api/providers/{created['id']}")[1]["health"]["state"] == "down"
+    screenshot(page, "providers-health")
+
+
+def test_strips_load_after_the_table_at_most_six_at_a_time(page, run_server):
+    server = run_server(SECRET)
+    for i in range(8):
+        create_provider(server, f"Striped {i}", "https://s.example.com/v1")
+    held = []
+    page.route(re.compile(r"/api/providers/\d+/tests\?limit=20$"), lambda route: held.append(route))
+    page.goto(server.url + "/ui/")
+    expect(page.locator("#providers tbody tr")).to_have_count(8)  # drawn before any strip arrived
+    expect(page.locator(".strip-loading")).to_have_count(8)
+
+    def wait_for_held(count: int) -> None:
+        for _ in range(50):  # 5 s at most
+            if len(held) >= count:
+                break
+            page.wait_for_timeout(100)
+        assert len(held) == count, f"{len(held)} history requests in flight, expected {count}"
+
+    wait_for_held(6)
+    page.wait_for_timeout(300)
+    assert len(held) == 6  # the other two wait for a free slot
+    held[0].continue_()
+    wait_for_held(7)
+    for route in held[1:]:
+        route.continue_()
+    wait_for_held(8)
+    held[7].continue_()
+    expect(page.locator(".strip-loading")).to_have_count(0)
+    expect(page.locator(".strip-summary")).to_have_count(8)
+    expect(page.locator(".strip-summary").first).to_have_text("no tests yet")
+
+
+def test_missing_models_are_shown_in_the_row(page, run_server, threaded_fake_provider):
+    server = run_server(SECRET)
+    missing = ["model-b", "model-x", "model-y", "model-z"]
+    many = create_provider(server, "Many missing", threaded_fake_provider.url + "/v1", models=["model-a", *missing])
+    few = create_provider(server, "One missing", threaded_fake_provider.url + "/v1", models=["model-a", "model-q"])
+    complete = create_provider(server, "All offered", threaded_fake_provider.url + "/v1", models=["model-a"])
+    for provider in (many, few, complete):
+        assert http_json("POST", f"{server.url}/api/providers/{provider['id']}/test")[0] == 200
+    page.goto(server.url + "/ui/")
+    models = row(page, "Many missing").locator("td.models")
+    expect(models.locator(".missing")).to_have_text("missing: model-b, model-x, model-y +1 more")
+    expect(models.locator(".missing")).to_have_attribute("title", "Not offered at the last test: " + ", ".join(missing))
+    expect(row(page, "One missing").locator(".missing")).to_have_text("missing: model-q")
+    expect(row(page, "All offered").locator("td.models")).to_have_text("1")
+    expect(row(page, "All offered").locator(".missing")).to_have_count(0)
+
+
+def test_events_view_lists_the_down_event_with_its_reason_newest_first(page, run_server, threaded_fake_provider):
+    server = run_server(SECRET)
+    flaky = create_provider(server, "Flaky", threaded_fake_provider.url + "/v1")
+    create_provider(server, "Quiet", "https://quiet.example.com/v1")
+    test = f"{server.url}/api/providers/{flaky['id']}/test"
+    http_json("POST", test)
+    threaded_fake_provider.answer("/v1/models", status=500)
+    http_json("POST", test)
+    http_json("POST", test)
+    page.goto(server.url + "/ui/")
+    expect(row(page, "Flaky").locator(".health")).to_have_text("down")
+    page.get_by_role("button", name="Events").click()
+    rows = page.locator("#events tbody tr")
+    expect(rows).to_have_count(2)
+    newest = rows.first
+    expect(newest.locator(".badge")).to_have_text("provider.down")
+    expect(newest.locator(".badge")).to_have_class(re.compile(r"\btone-bad\b"))
+    expect(newest).to_contain_text("Flaky")
+    expect(newest).to_contain_text("up → down")
+    expect(newest.locator("td.reason")).to_have_text("HTTP 500 Internal Server Error")
+    expect(newest).to_contain_text("error · HTTP 500")
+    expect(rows.nth(1).locator(".badge")).to_have_text("provider.up")
+    expect(rows.nth(1).locator(".badge")).to_have_class(re.compile(r"\btone-good\b"))
+    expect(page.locator("#ev-summary")).to_contain_text("2 events, newest first")
+    screenshot(page, "events")
+
+    page.select_option("#ev-type", "provider.up")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("provider.up")
+    page.select_option("#ev-type", "")
+    page.select_option("#ev-provider", label="Quiet")
+    expect(page.locator("#ev-summary")).to_contain_text("0 events")
+    expect(rows).to_have_count(0)
+    page.select_option("#ev-provider", label="Flaky")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text("provider.down")
+
+
+def test_webhook_secret_is_shown_once_and_ping_and_deliveries_show_the_outcome(
+        page, run_server, threaded_fake_provider):
+    server = run_server(SECRET)
+    hook_url = threaded_fake_provider.url + "/hooks/registry"
+    page.goto(server.url + "/ui/")
+    page.get_by_role("button", name="Webhooks").click()
+    dialog = page.locator("#webhooks-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#w-empty")).to_be_visible()
+
+    page.fill("#w-url", "ftp://not-http.example.com")
+    for box in page.locator("#w-events input[type=checkbox]").all():
+        box.uncheck()
+    page.get_by_role("button", name="Add webhook").click()
+    expect(page.locator("#we-url")).to_contain_text("http")
+    expect(page.locator("#w-url")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#we-events")).to_contain_text("event types")
+    assert http_json("GET", server.url + "/api/webhooks")[1] == []
+
+    page.fill("#w-url", hook_url)
+    page.get_by_role("checkbox", name="provider.down").check()
+    page.fill("#w-description", '<img src=x onerror="window.__xss=1">')
+    page.get_by_role("button", name="Add webhook").click()
+    expect(page.locator("#w-reveal")).to_be_visible()
+    expect(page.locator("#we-url")).to_be_hidden()
+    secret = page.input_value("#w-secret")
+    assert re.fullmatch(r"whsec_\S{20,}", secret), secret
+    page.locator("#w-copy").click()
+    expect(page.locator("#w-copied")).not_to_be_empty()
+    listed = page.locator("#webhooks tbody tr").filter(has_text=hook_url)
+    expect(listed).to_contain_text("provider.down")
+    expect(listed).to_contain_text('<img src=x onerror="window.__xss=1">')
+    expect(listed.locator(".badge")).to_have_text("active")
+    assert page.locator("#webhooks img").count() == 0
+    webhooks = http_json("GET", server.url + "/api/webhooks")[1]
+    assert len(webhooks) == 1 and webhooks[0]["events"] == ["provider.down"]
+    assert "secret" not in webhooks[0] and secret not in json.dumps(webhooks)
+    assert secret not in page.locator("#webhooks").inner_text()
+
+    page.get_by_role("button", name=f"Ping {hook_url}").click()
+    status = page.locator("#w-status")
+    expect(status.locator(".badge")).to_have_text("delivered")
+    expect(status.locator(".badge")).to_have_class(re.compile(r"\btone-good\b"))
+    expect(status).to_contain_text("HTTP 200")
+    pings = [r for r in threaded_fake_provider.requests if r.path == "/hooks/registry"]
+    assert len(pings) == 1 and pings[0].method == "POST"
+
+    deliveries_button = page.get_by_role("button", name=f"Deliveries to {hook_url}")
+    deliveries_button.click()
+    expect(deliveries_button).to_have_attribute("aria-expanded", "true")
+    deliveries = page.locator("#deliveries tbody tr")
+    expect(deliveries).to_have_count(1)
+    expect(deliveries.first).to_contain_text("webhook.ping")
+    expect(deliveries.first.locator(".badge")).to_have_text("delivered")
+    expect(deliveries.first.locator("td").nth(2)).to_have_text("1")    # attempt
+    expect(deliveries.first.locator("td").nth(4)).to_have_text("200")  # status code
+    expect(deliveries.first.locator("td").nth(5)).to_contain_text(" ms")
+    screenshot(page, "webhooks")
+
+    page.locator("#webhooks-close").click()
+    expect(page.locator("#w-secret")).to_have_value("")  # the secret does not stay on the page
+    page.get_by_role("button", name="Webhooks").click()
+    expect(page.locator("#webhooks tbody tr")).to_have_count(1)
+    expect(page.locator("#w-reveal")).to_be_hidden()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    page.reload()
+    page.get_by_role("button", name="Webhooks").click()
+    expect(page.locator("#webhooks tbody tr")).to_have_count(1)
+    expect(page.locator("#w-reveal")).to_be_hidden()
+    assert secret not in page.content()
+    assert page.evaluate("window.__xss") is None
+
+
+def test_webhook_ping_that_fails_shows_the_outcome_and_the_error(page, run_server, threaded_fake_provider):
+    server = run_server(SECRET)
+    hook_url = threaded_fake_provider.url + "/hooks/broken"
+    threaded_fake_provider.answer("/hooks/broken", status=500)
+    assert http_json("POST", server.url + "/api/webhooks", {"url": hook_url})[0] == 201
+    page.goto(server.url + "/ui/")
+    page.get_by_role("button", name="Webhooks").click()
+    listed = page.locator("#webhooks tbody tr").filter(has_text=hook_url)
+    expect(listed.locator("td").nth(1)).to_have_text("provider.downprovider.upprovider.cert_expiring")
+    page.get_by_role("button", name=f"Ping {hook_url}").click()
+    status = page.locator("#w-status")
+    expect(status.locator(".badge")).to_have_text("failed")  # a ping is not retried
+    expect(status.locator(".badge")).to_have_class(re.compile(r"\btone-bad\b"))
+    expect(status).to_contain_text("HTTP 500")
+    page.get_by_role("button", name=f"Deliveries to {hook_url}").click()
+    delivery = page.locator("#deliveries tbody tr")
+    expect(delivery).to_have_count(1)
+    expect(delivery.first.locator(".badge")).to_have_text("failed")
+    expect(delivery.first.locator("td").nth(4)).to_have_text("500")
+    expect(delivery.first.locator("td.reason")).to_have_text("HTTP 500 Internal Server Error")
+    expect(delivery.first.locator("td").nth(7)).to_have_text("–")  # no next attempt
+    screenshot(page, "webhook-deliveries-failed")
+
+
+def test_webhook_is_deactivated_and_deleted_after_confirmation(page, run_server):
+    server = run_server(SECRET)
+    hook_url = "https://hooks.example.com/registry"
+    status, created = http_json("POST", server.url + "/api/webhooks", {"url": hook_url, "description": "on call"})
+    assert status == 201 and created["secret"].startswith("whsec_")
+    page.goto(server.url + "/ui/")
+    page.get_by_role("button", name="Webhooks").click()
+    listed = page.locator("#webhooks tbody tr").filter(has_text=hook_url)
+    page.get_by_role("button", name=f"Deactivate {hook_url}").click()
+    expect(listed.locator(".badge")).to_have_text("inactive")
+    assert http_json("GET", server.url + "/api/webhooks")[1][0]["is_active"] is False
+    page.get_by_role("button", name=f"Activate {hook_url}").click()
+    expect(listed.locator(".badge")).to_have_text("active")
+    assert http_json("GET", server.url + "/api/webhooks")[1][0]["is_active"] is True
+
+    page.get_by_role("button", name=f"Delete {hook_url}").click()
+    expect(page.locator("#confirm-dialog")).to_be_visible()
+    expect(page.locator("#confirm-text")).to_contain_text(hook_url)
+    page.locator("#confirm-cancel").click()
+    expect(listed).to_be_visible()
+    page.get_by_role("button", name=f"Delete {hook_url}").click()
+    page.locator("#confirm-ok").click()
+    expect(listed).to_have_count(0)
+    expect(page.locator("#w-empty")).to_be_visible()
+    assert http_json("GET", server.url + "/api/webhooks")[1] == []
+
+
+def test_deliveries_list_the_provider_event_sent_to_a_webhook(page, run_server, threaded_fake_provider):
+    server = run_server({**SECRET, "BACKEND_DOWN_AFTER": "1"})
+    hook_url = threaded_fake_provider.url + "/hooks/events"
+    assert http_json("POST", server.url + "/api/webhooks", {"url": hook_url, "events": ["provider.down"]})[0] == 201
+    threaded_fake_provider.answer("/v1/models", status=500)
+    provider = create_provider(server, "Falls over", threaded_fake_provider.url + "/v1")
+    http_json("POST", f"{server.url}/api/providers/{provider['id']}/test")
+    page.goto(server.url + "/ui/")
+    expect(row(page, "Falls over").locator(".health")).to_have_text("down")  # after one failure here
+    page.get_by_role("button", name="Webhooks").click()
+    page.get_by_role("button", name=f"Deliveries to {hook_url}").click()
+    deliveries = page.locator("#deliveries tbody tr")
+    for _ in range(50):  # delivery is asynchronous: refresh for 5 s at most
+        if deliveries.count() > 0:
+            break
+        page.wait_for_timeout(100)
+        page.get_by_role("button", name="Refresh deliveries").click()
+    expect(deliveries).to_have_count(1)
+    expect(deliveries.first.locator("td").nth(1)).to_have_text("provider.down")
+    expect(deliveries.first.locator(".badge")).to_have_text("delivered")
+    sent = [r for r in threaded_fake_provider.requests if r.path == "/hooks/events"]
+    assert len(sent) == 1 and json.loads(sent[0].body)["type"] == "provider.down"
+
+
+def test_events_and_webhooks_views_fit_a_phone(browser, run_server, threaded_fake_provider):
+    server = run_server({**SECRET, "BACKEND_DOWN_AFTER": "1"})
+    threaded_fake_provider.answer("/v1/models", status=500)
+    provider = create_provider(server, "Small screen", threaded_fake_provider.url + "/v1")
+    http_json("POST", f"{server.url}/api/providers/{provider['id']}/test")
+    status, hook = http_json("POST", server.url + "/api/webhooks", {"url": threaded_fake_provider.url + "/hooks/p"})
+    assert status == 201
+    assert http_json("POST", f"{server.url}/api/webhooks/{hook['id']}/ping")[1]["outcome"] == "delivered"
+    context = browser.new_context(viewport={"width": 390, "height": 800})
+    page = context.new_page()
+    page.goto(server.url + "/ui/")
+    expect(row(page, "Small screen").locator(".strip .block")).to_have_count(1)
+    for view, dialog, content in (("Events", "#events-dialog", "#events tbody tr"),
+                                  ("Webhooks", "#webhooks-dialog", "#webhooks tbody tr")):
+        page.get_by_role("button", name=view, exact=True).click()
+        expect(page.locator(content)).to_have_count(1)
+        if view == "Webhooks":
+            page.get_by_role("button", name=re.compile("^Deliveries to ")).click()
+            expect(page.locator("#deliveries tbody tr")).to_have_count(1)
+        sideways = page.locator(dialog).evaluate("(d) => d.scrollWidth - d.clientWidth")
+        assert sideways <= 0, f"the {view} view scrolls sideways on a phone ({sideways} px)"
+        screenshot(page, f"{view.lower()}-phone")
+        page.keyboard.press("Escape")
+        expect(page.locator(dialog)).to_be_hidden()
+    context.close()

@@ -1,9 +1,12 @@
-// The admin page: list, filter, add, edit, test, delete providers; history, model discovery,
+// The admin page: list, filter, add, edit, test, delete providers; health, history, model discovery,
 // export and restore. Uses only the public JSON API (api.js); builds DOM only from text (dom.js).
 import { api, ApiError, ServerUnreachable, setTokenPrompt } from "./api.js";
 import { latencyChart } from "./chart.js";
 import { $, ago, clear, el, ms } from "./dom.js";
 import { startAccessViews } from "./access.js";
+import { startEventViews } from "./events.js";
+import { startWebhookViews } from "./webhooks.js";
+import { healthView, loadStrips, missingModelsView, stripSlot } from "./health.js";
 
 const FIELDS = ["name", "type", "base_url", "api_key", "models", "is_active"];
 let providers = [];
@@ -82,24 +85,28 @@ async function refresh() {
 function render() {
   const body = clear($("#providers tbody"));
   for (const provider of providers) body.append(row(provider));
+  loadStrips(providers);
   const filtered = filters() !== "";
   $("#empty").hidden = providers.length > 0 || filtered;
   const online = providers.filter((p) => p.last_test && p.last_test.status === "online").length;
+  const down = providers.filter((p) => p.health && p.health.state === "down").length;
   $("#summary").textContent = `${providers.length} provider${providers.length === 1 ? "" : "s"}` +
-    (filtered ? " match the filters" : "") + ` · ${online} online at their last test`;
+    (filtered ? " match the filters" : "") + ` · ${online} online at their last test · ${down} down`;
 }
 
 function row(provider) {
   const cell = (label, content, className) => el("td", { "data-label": label, class: className }, content);
+  const missing = missingModelsView(provider.last_test);
   const testButton = el("button", { type: "button", "aria-label": `Test ${provider.name}` }, "Test");
   testButton.addEventListener("click", () => busy(testButton, () => testOne(provider)));
   return el("tr", { "data-id": provider.id },
     cell("Name", el("strong", { text: provider.name })),
     cell("Type", provider.type),
     cell("Base URL", provider.base_url, "url"),
-    cell("Models", String(provider.models.length)),
+    cell("Models", el("span", {}, String(provider.models.length), missing && el("br"), missing), "models"),
     cell("Active", provider.is_active ? "yes" : "no"),
     cell("Key", provider.has_api_key ? (provider.api_key_preview || "cannot be decrypted") : "none", "key"),
+    cell("Health", el("span", {}, healthView(provider.health), stripSlot(provider)), "health-cell"),
     cell("Last test", statusView(provider.last_test), "last-test"),
     cell("Actions", [
       el("button", { type: "button", "aria-label": `Edit ${provider.name}`, onclick: () => openForm(provider) }, "Edit"),
@@ -114,6 +121,10 @@ async function testOne(provider) {
   const response = await guarded(() => api("POST", `/api/providers/${provider.id}/test`));
   if (!response) return;
   provider.last_test = response.data;
+  // The test may have changed the provider's health: read the provider as the server now has it.
+  const fresh = await guarded(() => api("GET", `/api/providers/${provider.id}`));
+  const index = providers.findIndex((p) => p.id === provider.id);
+  if (fresh && index >= 0) providers[index] = fresh.data;
   render();
 }
 
@@ -399,6 +410,8 @@ function start() {
   $("#add-provider").addEventListener("click", () => openForm(null));
   $("#f-type").addEventListener("change", showBaseUrlHint);
   startAccessViews(confirmAction);
+  startEventViews(() => providers);
+  startWebhookViews(confirmAction);
   $("#test-all").addEventListener("click", (event) => testAll(event.currentTarget));
   $("#export").addEventListener("click", downloadExport);
   $("#restore-file").addEventListener("change", (event) => previewRestore(event.currentTarget));
