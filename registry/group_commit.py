@@ -29,10 +29,12 @@ ApplyChange = Callable[[Change], Any]
 
 
 class GroupCommit:
-    def __init__(self, begin: Callable[[], AbstractContextManager[Change]]):
+    def __init__(self, begin: Callable[[], AbstractContextManager[Change]], window_seconds: float = 0.0):
         """`begin()` opens the group's transaction and yields its Change; leaving it commits (or
-        raises, when the group cannot be committed: then none of it happened)."""
+        raises, when the group cannot be committed: then none of it happened). With a window, a
+        group gathers the changes submitted that long after its first (fewer commits, each later)."""
         self._begin = begin
+        self._window = window_seconds
         self._pending: list[tuple[ApplyChange, asyncio.Future]] = []
 
     def submit(self, apply: ApplyChange) -> asyncio.Future:
@@ -40,7 +42,10 @@ class GroupCommit:
         future = loop.create_future()
         self._pending.append((apply, future))
         if len(self._pending) == 1:
-            loop.call_soon(self._commit_group)
+            if self._window:
+                loop.call_later(self._window, self._commit_group)
+            else:
+                loop.call_soon(self._commit_group)
         return future
 
     def _commit_group(self) -> None:

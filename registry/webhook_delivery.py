@@ -8,7 +8,8 @@ Contract:
 - retries after `retry_base` × RETRY_FACTORS seconds, then the message is failed;
 - it never blocks requests or probes: it has its own outbound client (its own transfer slots), at
   most PER_WEBHOOK_IN_FLIGHT attempts run per webhook (a receiver that hangs holds only its own
-  slots), and the attempts' records are written in groups, one commit for those that end together.
+  slots), and the attempts' records are written in groups, one commit per RECORD_WINDOW_SECONDS
+  at most (a crash inside the window sends those messages again: at-least-once still holds).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ RETRY_FACTORS = (1, 6, 24, 120, 720)  # the waits before retries 1 to 5, in unit
 PER_WEBHOOK_IN_FLIGHT = 8
 TRANSFER_SLOTS = 32
 IDLE_LOOK_SECONDS = 5.0  # how often the outbox is looked at when nothing woke delivery up
+RECORD_WINDOW_SECONDS = 0.1
+LOOK_EVERY_SECONDS = 0.02  # at most one look at the outbox per this long, however many attempts end
 
 
 def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
@@ -67,8 +70,9 @@ class WebhookDelivery:
         self._keyring = keyring
         self.client = client
         self.retry_base = retry_base
-        self._records = GroupCommit(self._transaction)
+        self._records = GroupCommit(self._transaction, RECORD_WINDOW_SECONDS)
         self._in_flight: dict[int, set[int]] = {}  # webhook id -> outbox ids being attempted
+        self._settling: set[int] = set()  # outbox ids attempted, whose record is not committed yet
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.Task | None = None
@@ -129,6 +133,7 @@ class WebhookDelivery:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
             except asyncio.TimeoutError:
                 pass
+            await asyncio.sleep(LOOK_EVERY_SECONDS)
 
     def _start_due_attempts(self) -> float:
         """Start an attempt for every due message a webhook has room for; returns how long to wait
@@ -140,7 +145,7 @@ class WebhookDelivery:
             room = PER_WEBHOOK_IN_FLIGHT - len(in_flight)
             if room <= 0:
                 continue
-            due = webhook_rows.due_messages(self._conn, webhook.id, now, room, skip=in_flight)
+            due = webhook_rows.due_messages(self._conn, webhook.id, now, room, skip=in_flight | self._settling)
             for message in due:
                 in_flight.add(message.id)
                 task = asyncio.get_running_loop().create_task(self._deliver(message))
@@ -148,7 +153,7 @@ class WebhookDelivery:
                 task.add_done_callback(self._tasks.discard)
             if len(in_flight) < PER_WEBHOOK_IN_FLIGHT:
                 with_room.append(webhook.id)
-        skip = [i for ids in self._in_flight.values() for i in ids]
+        skip = [i for ids in self._in_flight.values() for i in ids] + list(self._settling)
         next_due = webhook_rows.next_due_at(self._conn, with_room, skip) if with_room else None
         if next_due is None:
             return IDLE_LOOK_SECONDS
@@ -170,11 +175,16 @@ class WebhookDelivery:
                 log.warning("webhook %d: delivery of %s (attempt %d) %s: %s", message.webhook_id, message.message_id,
                             attempt_number, "will be retried" if next_at else "failed for good", attempt.error
                             or f"HTTP {attempt.status_code}")
+            # The slot is free for the next message now; this one is skipped until its record is committed.
+            self._settling.add(message.id)
+            self._in_flight.get(message.webhook_id, set()).discard(message.id)
+            self.wake()
             await self.record(message, _delivery(message.webhook_id, message.message_id, message.event_id,
                                                  message.type, attempt_number, at, attempt, outcome, next_at), next_at)
         except Exception:
             log.exception("webhook %d: delivery of %s failed unexpectedly", message.webhook_id, message.message_id)
         finally:
+            self._settling.discard(message.id)
             self._in_flight.get(message.webhook_id, set()).discard(message.id)
             self.wake()
 

@@ -41,3 +41,10 @@ def test_hostile_bodies_benchmark_completes():
     result = run_bench("-m", "bench.hostile_bodies", "--rounds", "1", timeout=120)
     assert result.returncode in (0, 1), result.stderr
     assert "12 000 mixed models" in result.stdout and "parse only" in result.stdout
+
+
+def test_webhooks_benchmark_completes_and_delivers_every_event():
+    result = run_bench("-m", "bench.webhooks", "--providers", "40", "--rounds", "2", "--delay", "0.01", timeout=300)
+    assert result.returncode in (0, 1), result.stderr
+    assert result.stdout.count("all 80 events delivered") == 2  # with and without the hanging receiver
+    assert "worst bulk ratio" in result.stdout and "drain with a hanging receiver" in result.stdout
