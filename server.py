@@ -173,7 +173,8 @@ def build_service(runtime: Runtime) -> Service:
     probe_client = OutboundClient(settings.request_timeout_seconds,
                                   max_clients=settings.probe_concurrency + SINGLE_PROBE_SLOTS)
     probes = ProbeService(runtime.inventory, probe_client, settings.probe_concurrency)
-    webhook_client = OutboundClient(settings.webhook_timeout_seconds, max_clients=TRANSFER_SLOTS)
+    webhook_client = OutboundClient(settings.webhook_timeout_seconds, max_clients=TRANSFER_SLOTS,
+                                    fresh_connections=False)
     delivery = WebhookDelivery(runtime.conn, runtime.inventory.keyring, webhook_client,
                                settings.webhook_retry_seconds)
     runtime.events.on_queued = delivery.wake

@@ -1,8 +1,9 @@
 -- Why: health signals. Each provider gets a health state (up / down / unknown, since when, why)
 -- worked out from its consecutive probe results (the streaks); every change of state is an event;
 -- webhooks are told of events through a durable outbox (webhook_messages), queued in the event's
--- own transaction, with one record per delivery attempt. None of this is part of the JSON backup:
--- a restored provider starts unknown. Webhook secrets are stored encrypted like API keys.
+-- own transaction (a delivered message leaves it), with one record per delivery attempt. None of
+-- this is part of the JSON backup: a restored provider starts unknown. Webhook secrets are stored
+-- encrypted like API keys.
 ALTER TABLE providers ADD COLUMN health_state TEXT NOT NULL DEFAULT 'unknown'
     CHECK (health_state IN ('up', 'down', 'unknown'));
 ALTER TABLE providers ADD COLUMN health_since TEXT;
@@ -41,7 +42,7 @@ CREATE TABLE webhook_messages (
     event_id INTEGER,
     type TEXT NOT NULL,
     body TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'failed')),
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL,
     created_at TEXT NOT NULL

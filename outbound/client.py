@@ -1,5 +1,5 @@
-"""An outbound HTTP client: a request with a timeout, no redirects followed, on a fresh connection,
-the answer's body kept up to a limit, curl's phase timings attached. The process has two, each with
+"""An outbound HTTP client: a request with a timeout, no redirects followed, the answer's body kept
+up to a limit, curl's phase timings attached. The process has two, each with
 its own transfer slots: one for probes, one for webhook deliveries (a hanging receiver never holds
 up a probe).
 
@@ -26,9 +26,12 @@ USER_AGENT = "provider-registry/1.0"
 
 
 class OutboundClient:
-    def __init__(self, timeout_seconds: float, max_clients: int):
+    def __init__(self, timeout_seconds: float, max_clients: int, fresh_connections: bool = True):
+        """`fresh_connections`: every request opens its own connection after its own DNS lookup (so
+        curl's phase timings measure them: probes); otherwise connections are reused (deliveries)."""
         self.timeout_seconds = timeout_seconds
         self.max_clients = max_clients
+        self.fresh_connections = fresh_connections
         self._transport: CurlTransport | None = None
 
     def close(self) -> None:
@@ -74,7 +77,7 @@ class OutboundClient:
     def _open_transport(self) -> CurlTransport:
         if self._transport is None:
             from outbound.curl_client import CurlTransport  # here, not at start-up: see the module docstring
-            self._transport = CurlTransport(self.timeout_seconds, self.max_clients)
+            self._transport = CurlTransport(self.timeout_seconds, self.max_clients, self.fresh_connections)
         return self._transport
 
 

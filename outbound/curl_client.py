@@ -27,15 +27,18 @@ _TLS_ERRORS = {pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION, py
 class CurlTransport:
     """One curl client for the whole process, created in the running loop."""
 
-    def __init__(self, timeout_seconds: float, max_clients: int):
+    def __init__(self, timeout_seconds: float, max_clients: int, fresh_connections: bool = True):
         self.timeout_seconds = timeout_seconds
+        self.fresh_connections = fresh_connections
         logging.getLogger("tornado.curl_httpclient").setLevel(logging.INFO)  # its DEBUG is per-socket noise
         self._client = _CurlClientKeepingFailures(force_instance=True, max_clients=max_clients)
 
     async def fetch(self, request: HTTPRequest) -> HTTPResponse:
-        """The answer, whatever its status; raises TransportFailure when there is none. Every
-        request goes out on a fresh connection and DNS lookup (`_measure_every_phase`)."""
-        request.prepare_curl_callback = _measure_every_phase
+        """The answer, whatever its status; raises TransportFailure when there is none. With
+        fresh_connections, every request goes out on a fresh connection and DNS lookup
+        (`_measure_every_phase`)."""
+        if self.fresh_connections:
+            request.prepare_curl_callback = _measure_every_phase
         try:
             return await self._client.fetch(request, raise_error=False)
         except CurlError as exc:

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from store.events import EVENT_JSON
 
 DELIVERIES_KEPT_PER_WEBHOOK = 1000
-FINISHED_MESSAGES_KEPT_PER_WEBHOOK = 1000
+FAILED_MESSAGES_KEPT_PER_WEBHOOK = 1000  # delivered ones leave the outbox at once
 
 
 class WebhookNotFound(Exception):
@@ -154,20 +154,24 @@ def pending_count(conn: sqlite3.Connection, webhook_id: int | None = None) -> in
 
 def record_attempt(conn: sqlite3.Connection, message: Message | None, delivery: dict[str, Any],
                    next_attempt_at: float | None) -> int | None:
-    """Log one delivery attempt and, for an outbox message, move it on: delivered, failed, or
-    pending until `next_attempt_at`. A message whose webhook was deleted meanwhile is gone: nothing
+    """Log one delivery attempt and, for an outbox message, move it on: delivered (it leaves the
+    outbox), failed (kept, the latest FAILED_MESSAGES_KEPT_PER_WEBHOOK), or pending until
+    `next_attempt_at`. A message whose webhook was deleted meanwhile is gone: nothing
     is logged then (None); otherwise the attempt's id."""
     if message is not None:
-        state = {"delivered": "delivered", "failed": "failed"}.get(delivery["outcome"], "pending")
-        cursor = conn.execute("UPDATE webhook_messages SET state = ?, attempts = ?, next_attempt_at = ? WHERE id = ?",
-                              (state, delivery["attempt"], next_attempt_at, message.id))
+        if delivery["outcome"] == "delivered":  # its record in the delivery log is what remains of it
+            cursor = conn.execute("DELETE FROM webhook_messages WHERE id = ?", (message.id,))
+        else:
+            state = "failed" if delivery["outcome"] == "failed" else "pending"
+            cursor = conn.execute("UPDATE webhook_messages SET state = ?, attempts = ?, next_attempt_at = ? "
+                                  "WHERE id = ?", (state, delivery["attempt"], next_attempt_at, message.id))
         if cursor.rowcount == 0:
             return None
-        if state != "pending":
-            conn.execute("DELETE FROM webhook_messages WHERE webhook_id = ? AND state != 'pending' AND id <= ("
-                         "SELECT id FROM webhook_messages WHERE webhook_id = ? AND state != 'pending' "
+        if delivery["outcome"] == "failed":
+            conn.execute("DELETE FROM webhook_messages WHERE webhook_id = ? AND state = 'failed' AND id <= ("
+                         "SELECT id FROM webhook_messages WHERE webhook_id = ? AND state = 'failed' "
                          "ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                         (delivery["webhook_id"], delivery["webhook_id"], FINISHED_MESSAGES_KEPT_PER_WEBHOOK))
+                         (delivery["webhook_id"], delivery["webhook_id"], FAILED_MESSAGES_KEPT_PER_WEBHOOK))
     elif conn.execute("SELECT 1 FROM webhooks WHERE id = ?", (delivery["webhook_id"],)).fetchone() is None:
         return None
     columns = _DELIVERY_COLUMNS[1:]  # fixed names
