@@ -21,6 +21,7 @@ DEFAULT_DATABASE_URL = "sqlite:///./data/providers.db"
 DEFAULT_BACKUP_FILE = "./data/config_backup.json"
 SECRET_FILE_NAME = "secret.key"
 MIN_ADMIN_TOKEN_LENGTH = 16
+EGRESS_MODES = ("no-metadata", "public-only", "any")  # the first is the default
 
 
 class ConfigError(Exception):
@@ -51,6 +52,10 @@ class Settings:
     up_after: int = 1
     webhook_timeout_seconds: float = 10.0
     webhook_retry_seconds: float = 5.0  # the base the retry schedule multiplies
+    egress: str = "no-metadata"  # which addresses outbound requests may connect to (outbound/egress.py)
+    probe_ca_bundle: Path | None = None  # extra CAs (PEM) trusted by probes and webhook deliveries
+    cert_warn_days: int = 14
+    metrics_enabled: bool = True
 
 
 def read_environment(env_file: Path | None = None) -> dict[str, str]:
@@ -90,6 +95,10 @@ def load_settings(env: Mapping[str, str], host: str | None = None, port: int | N
         up_after=_number(env, "BACKEND_UP_AFTER", "1", int, minimum=1, maximum=1000),
         webhook_timeout_seconds=_number(env, "BACKEND_WEBHOOK_TIMEOUT_SECONDS", "10", float, minimum=0.001),
         webhook_retry_seconds=_number(env, "BACKEND_WEBHOOK_RETRY_SECONDS", "5", float, minimum=0.001),
+        egress=_choice(env, "BACKEND_EGRESS", EGRESS_MODES),
+        probe_ca_bundle=parse_ca_bundle(env.get("BACKEND_PROBE_CA_BUNDLE", "")),
+        cert_warn_days=_number(env, "BACKEND_CERT_WARN_DAYS", "14", int, minimum=0, maximum=3650),
+        metrics_enabled=_choice(env, "BACKEND_METRICS", ("on", "off")) == "on",
     )
     return settings
 
@@ -149,6 +158,28 @@ def parse_allowed_hosts(raw: str) -> frozenset[str] | None:
             raise ConfigError(f"BACKEND_ALLOWED_HOSTS entries must be host names or addresses without a port, "
                               f"such as registry.example.com, not {host!r}")
     return frozenset(hosts) or None
+
+
+def parse_ca_bundle(raw: str) -> Path | None:
+    """`BACKEND_PROBE_CA_BUNDLE`: a readable PEM file of certificate authorities; unset or empty = None."""
+    if not raw.strip():
+        return None
+    path = Path(raw.strip())
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"BACKEND_PROBE_CA_BUNDLE {path} cannot be read: {exc.strerror}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(f"BACKEND_PROBE_CA_BUNDLE {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    return path
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first is the default), compared case-insensitively."""
+    raw = (env.get(name) or choices[0]).strip()
+    if raw.lower() not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+    return raw.lower()
 
 
 def is_loopback_host(host: str) -> bool:

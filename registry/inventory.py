@@ -13,7 +13,8 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ class Inventory:
         self.audit = audit or AuditLog(conn, DEFAULT_AUDIT_KEEP)
         self.health = health or HealthPolicy()
         self.events = events or EventLog(conn)
+        # Told (outcome "success" or "failure", seconds) after every write of a backup file: metrics.
+        self.observe_backup_write: Callable[[str, float], None] | None = None
         provider_rows.use_key_preview(conn, keyring.preview)
         # Each provider's backup record JSON as committed, in id order: a change re-renders only
         # the records it touched, and the backup file is these joined. None until first needed.
@@ -308,7 +311,7 @@ class Inventory:
                 self.audit.record(conn, actor, "inventory.export", "inventory",
                                   target_name=str(path or self.backup_path))
         records = dict(provider_rows.backup_records_json(self._conn))
-        backup_file.write_atomically(path or self.backup_path, backup_file.document_parts(records.values()))
+        self._write_backup_file(path or self.backup_path, records.values())
         if path is None:
             self._records = records
         return len(records)
@@ -370,7 +373,7 @@ class Inventory:
                 if everything or change.touched:  # a group whose changes all failed leaves the backup alone
                     records = self._records_after(change, everything)
                     backup_written = True  # from here on, even a failing write may have replaced the file
-                    backup_file.write_atomically(self.backup_path, backup_file.document_parts(records.values()))
+                    self._write_backup_file(self.backup_path, records.values())
         except BaseException:
             if backup_written:
                 self._put_backup_back(committed_records)
@@ -403,9 +406,21 @@ class Inventory:
         try:
             records = committed_records if committed_records is not None else dict(
                 provider_rows.backup_records_json(self._conn))
-            backup_file.write_atomically(self.backup_path, backup_file.document_parts(records.values()))
+            self._write_backup_file(self.backup_path, records.values())
         except Exception as exc:  # the original failure is what the caller must see
             log.error("the backup file %s could not be put back after a failed commit: %s", self.backup_path, exc)
+
+    def _write_backup_file(self, path: Path, records) -> None:
+        """Write the backup document of `records`, and tell `observe_backup_write` how it went."""
+        started = time.perf_counter()
+        try:
+            backup_file.write_atomically(path, backup_file.document_parts(records))
+        except BaseException:
+            if self.observe_backup_write is not None:
+                self.observe_backup_write("failure", time.perf_counter() - started)
+            raise
+        if self.observe_backup_write is not None:
+            self.observe_backup_write("success", time.perf_counter() - started)
 
     def _follow_other_processes(self, reading: bool = False) -> None:
         """After a commit by another process, nothing kept from before it is trusted."""

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import re
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
@@ -138,6 +139,8 @@ class ProbeService:
         self.concurrency = concurrency
         self._bulk_running = False
         self._schedule: asyncio.Task | None = None
+        # Told (provider type, result) after every probe, stored or not: metrics.
+        self.observe_probe: Callable[[str, dict[str, Any]], None] | None = None
 
     def target_for(self, provider: Provider) -> ProbeTarget:
         try:
@@ -149,6 +152,12 @@ class ProbeService:
 
     async def probe(self, target: ProbeTarget) -> ProbeOutcome:
         """Send the probe and classify the answer; never raises for anything the network does."""
+        outcome = await self._probe(target)
+        if self.observe_probe is not None:
+            self.observe_probe(target.type, outcome.result)
+        return outcome
+
+    async def _probe(self, target: ProbeTarget) -> ProbeOutcome:
         checked_at = utc_timestamp()
         if target.key_error:
             return _not_sent(target.key_error, checked_at)

@@ -22,6 +22,7 @@ import logging
 import sqlite3
 import time
 from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -76,6 +77,8 @@ class WebhookDelivery:
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.Task | None = None
+        # Told the outcome ("delivered", "retry" or "failed") of every attempt at an outbox message: metrics.
+        self.observe_delivery: Callable[[str], None] | None = None
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -175,6 +178,8 @@ class WebhookDelivery:
                 log.warning("webhook %d: delivery of %s (attempt %d) %s: %s", message.webhook_id, message.message_id,
                             attempt_number, "will be retried" if next_at else "failed for good", attempt.error
                             or f"HTTP {attempt.status_code}")
+            if self.observe_delivery is not None:
+                self.observe_delivery(outcome)
             # The slot is free for the next message now; this one is skipped until its record is committed.
             self._settling.add(message.id)
             self._in_flight.get(message.webhook_id, set()).discard(message.id)
