@@ -143,7 +143,7 @@ def open_runtime(settings: Settings) -> Runtime:
     audit = AuditLog(conn, settings.audit_keep)
     events = EventLog(conn)
     inventory = Inventory(conn, Keyring(secrets), settings.backup_file, audit,
-                          HealthPolicy(settings.down_after, settings.up_after), events)
+                          HealthPolicy(settings.down_after, settings.up_after, settings.cert_warn_days), events)
     return Runtime(settings, conn, inventory, TokenService(conn, audit, settings.admin_token), audit, events)
 
 
@@ -170,11 +170,13 @@ def build_service(runtime: Runtime) -> Service:
     housekeeping."""
     settings = runtime.settings
     # Bulk tests hold at most probe_concurrency transfers; the rest are kept free for single probes.
+    ca_bundle = None if settings.probe_ca_bundle is None else str(settings.probe_ca_bundle)
     probe_client = OutboundClient(settings.request_timeout_seconds,
-                                  max_clients=settings.probe_concurrency + SINGLE_PROBE_SLOTS)
+                                  max_clients=settings.probe_concurrency + SINGLE_PROBE_SLOTS,
+                                  egress=settings.egress, ca_bundle=ca_bundle)
     probes = ProbeService(runtime.inventory, probe_client, settings.probe_concurrency)
     webhook_client = OutboundClient(settings.webhook_timeout_seconds, max_clients=TRANSFER_SLOTS,
-                                    fresh_connections=False)
+                                    fresh_connections=False, egress=settings.egress, ca_bundle=ca_bundle)
     delivery = WebhookDelivery(runtime.conn, runtime.inventory.keyring, webhook_client,
                                settings.webhook_retry_seconds)
     runtime.events.on_queued = delivery.wake

@@ -10,6 +10,8 @@ ALTER TABLE providers ADD COLUMN health_since TEXT;
 ALTER TABLE providers ADD COLUMN health_reason TEXT;
 ALTER TABLE providers ADD COLUMN online_streak INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE providers ADD COLUMN failing_streak INTEGER NOT NULL DEFAULT 0;
+-- The certificate a provider.cert_expiring event was last raised for: one event per certificate.
+ALTER TABLE providers ADD COLUMN warned_certificate TEXT;
 
 CREATE TABLE events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

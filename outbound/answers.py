@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The server certificate an https answer came with."""
+    not_after: datetime
+    subject: str
+    issuer: str
 
 
 @dataclass(frozen=True)
@@ -13,6 +22,7 @@ class Answer:
     body: bytes | None  # None when it was larger than the client keeps
     timings: dict[str, float | None]
     elapsed_ms: float  # measured here, for when curl reports no total
+    certificate: Certificate | None = None
 
 
 class TransportFailure(Exception):
@@ -29,3 +39,8 @@ class TransportFailure(Exception):
 class RequestNotSent(Exception):
     """The request could not be built (a library refused a header or the URL); nothing was sent.
     The message is ours: libraries' own may quote the headers, and so the key."""
+
+
+class EgressBlocked(RequestNotSent):
+    """The egress policy refused every address the request could connect to; nothing was sent.
+    The message says which address and why."""

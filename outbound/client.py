@@ -26,12 +26,17 @@ USER_AGENT = "provider-registry/1.0"
 
 
 class OutboundClient:
-    def __init__(self, timeout_seconds: float, max_clients: int, fresh_connections: bool = True):
+    def __init__(self, timeout_seconds: float, max_clients: int, fresh_connections: bool = True,
+                 egress: str = "no-metadata", ca_bundle: str | None = None):
         """`fresh_connections`: every request opens its own connection after its own DNS lookup (so
-        curl's phase timings measure them: probes); otherwise connections are reused (deliveries)."""
+        curl's phase timings measure them, and the certificate is seen: probes); otherwise
+        connections are reused (deliveries). `egress`: the policy (`egress.py`) every connection
+        is checked against. `ca_bundle`: extra certificate authorities (PEM)."""
         self.timeout_seconds = timeout_seconds
         self.max_clients = max_clients
         self.fresh_connections = fresh_connections
+        self.egress = egress
+        self.ca_bundle = ca_bundle
         self._transport: CurlTransport | None = None
 
     def close(self) -> None:
@@ -40,7 +45,8 @@ class OutboundClient:
             self._transport = None
 
     async def get(self, url: str, headers: dict[str, str]) -> Answer:
-        """The answer, whatever its status; raises TransportFailure (no answer) or RequestNotSent."""
+        """The answer, whatever its status; raises TransportFailure (no answer) or RequestNotSent
+        (nothing sent: the request could not be built, or EgressBlocked)."""
         return await self.send("GET", url, headers)
 
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> Answer:
@@ -65,19 +71,20 @@ class OutboundClient:
         transport = self._open_transport()
         started = time.monotonic()
         try:
-            response = await transport.fetch(request)
+            response, certificate = await transport.fetch(request)
         except (ValueError, TypeError, UnicodeError):
             raise RequestNotSent("the request could not be built from the provider's settings") from None
         except TransportFailure as failure:
             raise TransportFailure(failure.detail, curl_timings(failure.timings, tls), _ms_since(started)) from None
         return Answer(code=response.code, reason=response.reason or "", location=response.headers.get("Location"),
                       body=None if overflow else bytes(body), timings=curl_timings(response.time_info, tls),
-                      elapsed_ms=_ms_since(started))
+                      elapsed_ms=_ms_since(started), certificate=certificate)
 
     def _open_transport(self) -> CurlTransport:
         if self._transport is None:
             from outbound.curl_client import CurlTransport  # here, not at start-up: see the module docstring
-            self._transport = CurlTransport(self.timeout_seconds, self.max_clients, self.fresh_connections)
+            self._transport = CurlTransport(self.timeout_seconds, self.max_clients, self.fresh_connections,
+                                            self.egress, self.ca_bundle)
         return self._transport
 
 

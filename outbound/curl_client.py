@@ -1,15 +1,21 @@
-"""Tornado's curl client, and what curl's failures mean to a user (imported by `client.py` on the
-first request)."""
+"""Tornado's curl client, what curl's failures mean to a user, the egress policy applied to every
+connection curl opens, and the server certificate of an https request (imported by `client.py` on
+the first request)."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import socket
+import ssl
+from datetime import datetime, timezone
 
 import pycurl
 from tornado.curl_httpclient import CurlAsyncHTTPClient, CurlError
 from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
 
-from outbound.answers import TransportFailure
+from outbound.answers import Certificate, EgressBlocked, TransportFailure
+from outbound.egress import refusal
 
 _OFFLINE_DETAILS = {
     pycurl.E_COULDNT_CONNECT: "connection refused",
@@ -25,28 +31,52 @@ _TLS_ERRORS = {pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION, py
 
 
 class CurlTransport:
-    """One curl client for the whole process, created in the running loop."""
+    """One curl client, created in the running loop. `fresh_connections`: a new connection, DNS
+    lookup and TLS handshake (no session reuse) for every request, so that curl's phase timings
+    and the certificate are those of this request. `ca_bundle`: a PEM file of certificate
+    authorities trusted besides the system's."""
 
-    def __init__(self, timeout_seconds: float, max_clients: int, fresh_connections: bool = True):
+    def __init__(self, timeout_seconds: float, max_clients: int, fresh_connections: bool = True,
+                 egress: str = "no-metadata", ca_bundle: str | None = None):
         self.timeout_seconds = timeout_seconds
         self.fresh_connections = fresh_connections
+        self.egress = egress
+        self.ca_bundle = ca_bundle
+        self._system_ca_dir = ssl.get_default_verify_paths().capath or "/etc/ssl/certs"
         logging.getLogger("tornado.curl_httpclient").setLevel(logging.INFO)  # its DEBUG is per-socket noise
         self._client = _CurlClientKeepingFailures(force_instance=True, max_clients=max_clients)
 
-    async def fetch(self, request: HTTPRequest) -> HTTPResponse:
-        """The answer, whatever its status; raises TransportFailure when there is none. With
-        fresh_connections, every request goes out on a fresh connection and DNS lookup
-        (`_measure_every_phase`)."""
-        if self.fresh_connections:
-            request.prepare_curl_callback = _measure_every_phase
+    async def fetch(self, request: HTTPRequest) -> tuple[HTTPResponse, Certificate | None]:
+        """The answer, whatever its status, and the server's certificate (https with
+        fresh_connections); raises TransportFailure when there is no answer, EgressBlocked when
+        the policy refused every address (nothing was sent)."""
+        guard = _EgressGuard(self.egress)
+        request.prepare_curl_callback = functools.partial(self._prepare, guard=guard)
         try:
-            return await self._client.fetch(request, raise_error=False)
+            response = await self._client.fetch(request, raise_error=False)
         except CurlError as exc:
+            if guard.refused is not None:
+                raise EgressBlocked(guard.refused) from None
             time_info = exc.response.time_info if exc.response is not None else {}
             raise TransportFailure(self._detail(exc), time_info) from None
+        return response, getattr(request, "certificate", None)
 
     def close(self) -> None:
         self._client.close()
+
+    def _prepare(self, curl: pycurl.Curl, guard: _EgressGuard) -> None:
+        curl.setopt(pycurl.OPENSOCKETFUNCTION, guard.open_socket)
+        if self.ca_bundle:
+            # CAINFO replaces curl's default bundle; CAPATH keeps the system's authorities too.
+            curl.setopt(pycurl.CAINFO, self.ca_bundle)
+            curl.setopt(pycurl.CAPATH, self._system_ca_dir)
+        if self.fresh_connections:
+            curl.setopt(pycurl.DNS_CACHE_TIMEOUT, 0)
+            curl.setopt(pycurl.FRESH_CONNECT, 1)
+            curl.setopt(pycurl.FORBID_REUSE, 1)
+            curl.setopt(pycurl.SSL_SESSIONID_CACHE, 0)  # a resumed session shows no certificate
+            curl.setopt(pycurl.OPT_CERTINFO, 1)
+        curl.certificate_wanted = self.fresh_connections
 
     def _detail(self, exc: CurlError) -> str:
         if exc.errno == pycurl.E_OPERATION_TIMEDOUT:
@@ -58,9 +88,26 @@ class CurlTransport:
         return f"request failed: {exc.message}"
 
 
+class _EgressGuard:
+    """curl's open-socket hook for one request: every address curl is about to connect to (after
+    DNS, for each connection it opens) is checked against the policy; a refused one gets no socket."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.refused: str | None = None
+
+    def open_socket(self, _purpose: int, address) -> socket.socket | int:
+        why = refusal(self.mode, address.addr[0]) if address.family in (socket.AF_INET, socket.AF_INET6) else None
+        if why is not None:
+            self.refused = why
+            return pycurl.SOCKET_BAD
+        return socket.socket(address.family, address.socktype, address.protocol)
+
+
 class _CurlClientKeepingFailures(CurlAsyncHTTPClient):
-    """Tornado raises a CurlError without its response for transport failures; attach the response
-    so its curl timings (connect time of a timed-out request, say) are not lost."""
+    """Tornado raises a CurlError without its response for transport failures: attach the response
+    so its curl timings (connect time of a timed-out request, say) are not lost. Also keeps the
+    server certificate curl saw, on the request."""
 
     def fetch_impl(self, request, callback):
         def keep_response(response: HTTPResponse) -> None:
@@ -69,10 +116,24 @@ class _CurlClientKeepingFailures(CurlAsyncHTTPClient):
             callback(response)
         super().fetch_impl(request, keep_response)
 
+    def _finish(self, curl, curl_error=None, curl_message=None):
+        if getattr(curl, "certificate_wanted", False) and curl_error is None and curl.info is not None:
+            proxy = curl.info["request"]  # Tornado's wrapper of the HTTPRequest given to fetch()
+            getattr(proxy, "request", proxy).certificate = _certificate(curl)
+        super()._finish(curl, curl_error, curl_message)
 
-def _measure_every_phase(curl: pycurl.Curl) -> None:
-    """A probe checks DNS, TCP and TLS each time: no cached lookup, no reused connection (which
-    would also report those phases as 0)."""
-    curl.setopt(pycurl.DNS_CACHE_TIMEOUT, 0)
-    curl.setopt(pycurl.FRESH_CONNECT, 1)
-    curl.setopt(pycurl.FORBID_REUSE, 1)
+
+def _certificate(curl: pycurl.Curl) -> Certificate | None:
+    """The server's own certificate (the first of the chain curl reports), or None (http, or none)."""
+    try:
+        chain = curl.getinfo(pycurl.INFO_CERTINFO)
+    except pycurl.error:
+        return None
+    if not chain:
+        return None
+    fields = {name.lower(): value for name, value in chain[0]}
+    try:
+        not_after = datetime.strptime(fields["expire date"], "%b %d %H:%M:%S %Y %Z").replace(tzinfo=timezone.utc)
+    except (KeyError, ValueError):
+        return None
+    return Certificate(not_after=not_after, subject=fields.get("subject", ""), issuer=fields.get("issuer", ""))

@@ -1,6 +1,7 @@
 """Health state: a provider is `unknown` until its first counted result, `down` after `down_after`
 consecutive results that are not online, `up` after `up_after` consecutive online ones. The
-thresholds (hysteresis) keep one lost probe from paging anybody."""
+thresholds (hysteresis) keep one lost probe from paging anybody. A certificate with fewer than
+`cert_warn_days` days left is warned about once (not on every probe)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ UNKNOWN = HealthRow("unknown", None, None, 0, 0)
 class HealthPolicy:
     down_after: int = 2
     up_after: int = 1
+    cert_warn_days: int = 14
 
     def after(self, health: HealthRow, result: dict[str, Any]) -> HealthRow:
         """The health once `result` (a probe result) is counted."""
@@ -30,8 +32,18 @@ class HealthPolicy:
             tipped = health.state != "down" and failing >= self.down_after
             new_state = "down"
         if not tipped:
-            return HealthRow(health.state, health.since, health.reason, online, failing)
-        return HealthRow(new_state, result["checked_at"], result_reason(result), online, failing)
+            return HealthRow(health.state, health.since, health.reason, online, failing, health.warned_certificate)
+        return HealthRow(new_state, result["checked_at"], result_reason(result), online, failing,
+                         health.warned_certificate)
+
+    def certificate_to_warn_about(self, health: HealthRow, result: dict[str, Any]) -> str | None:
+        """The identity of the result's certificate when it is due a warning: fewer than
+        cert_warn_days days left, and not the one last warned about. None otherwise."""
+        tls = result.get("tls")
+        if not tls or tls["days_left"] >= self.cert_warn_days:
+            return None
+        identity = f"{tls['not_after']} {tls['issuer']} {tls['subject']}"
+        return None if identity == health.warned_certificate else identity
 
 
 def result_reason(result: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ are encrypted on the way in and leave as plaintext only through `decrypted_api_k
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -228,11 +229,20 @@ class Inventory:
                     continue
                 name, before = current[provider_id]
                 after = self.health.after(before, result)
-                counted.append((provider_id, result, after))
                 if after.state != before.state:
                     events.append({"provider_id": provider_id, "provider_name": name,
                                    "type": f"provider.{after.state}", "at": utc_timestamp(), "from": before.state,
                                    "to": after.state, "reason": after.reason, "result": result})
+                certificate = self.health.certificate_to_warn_about(after, result)
+                if certificate is not None:
+                    after = dataclasses.replace(after, warned_certificate=certificate)
+                    tls = result["tls"]
+                    events.append({"provider_id": provider_id, "provider_name": name,
+                                   "type": "provider.cert_expiring", "at": utc_timestamp(), "from": None,
+                                   "to": None, "result": result,
+                                   "reason": f"the TLS certificate of {tls['subject']} expires on {tls['not_after']} "
+                                             f"({tls['days_left']} days left)"})
+                counted.append((provider_id, result, after))
                 change.touched.add(provider_id)
             probe_history.add_probe_results(change.conn, counted)
             self.events.raise_events(change.conn, events)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-from outbound.answers import Answer, RequestNotSent, TransportFailure
+from outbound.answers import Answer, Certificate, RequestNotSent, TransportFailure
 from outbound.client import OutboundClient
 from outbound.timings import NO_TIMINGS
 from registry.access import SYSTEM, Actor
@@ -106,7 +108,18 @@ def classify(target: ProbeTarget, answer: Answer, url: str, checked_at: str) -> 
     if detail is not None:
         detail = upstream_text(detail, target.api_key)
     missing = None if models is None else [m for m in target.models if m not in set(models)]
-    return ProbeOutcome(_result(status, code, latency, detail, missing, checked_at, answer.timings), models)
+    return ProbeOutcome(_result(status, code, latency, detail, missing, checked_at, answer.timings,
+                                tls_summary(answer.certificate)), models)
+
+
+def tls_summary(certificate: Certificate | None, now: datetime | None = None) -> dict[str, Any] | None:
+    """A result's `tls`: the certificate's expiry, subject and issuer, and whole days left (negative
+    once expired)."""
+    if certificate is None:
+        return None
+    left = certificate.not_after - (now or datetime.now(timezone.utc))
+    return {"not_after": utc_timestamp(certificate.not_after.timestamp()), "subject": certificate.subject,
+            "issuer": certificate.issuer, "days_left": math.floor(left.total_seconds() / 86400)}
 
 
 def _redirect_detail(code: int, url: str, location: str | None) -> str:
@@ -125,9 +138,10 @@ def _not_sent(detail: str, checked_at: str) -> ProbeOutcome:
 
 
 def _result(status: str, status_code: int | None, latency_ms: float, detail: str | None,
-            missing_models: list[str] | None, checked_at: str, timings: dict) -> dict[str, Any]:
+            missing_models: list[str] | None, checked_at: str, timings: dict,
+            tls: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"status": status, "status_code": status_code, "latency_ms": round(latency_ms, 2), "detail": detail,
-            "missing_models": missing_models, "checked_at": checked_at, "timings": timings}
+            "missing_models": missing_models, "checked_at": checked_at, "timings": timings, "tls": tls}
 
 
 class ProbeService:

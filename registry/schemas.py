@@ -110,6 +110,14 @@ TIMINGS = {
     "required": ["dns_ms", "connect_ms", "tls_ms", "first_byte_ms", "total_ms"],
     "additionalProperties": False,
 }
+TLS = {
+    "type": "object",
+    "description": "The server certificate of an https probe.",
+    "properties": {"not_after": TIMESTAMP, "subject": {"type": "string", "maxLength": 2000},
+                   "issuer": {"type": "string", "maxLength": 2000}, "days_left": {"type": "integer"}},
+    "required": ["not_after", "subject", "issuer", "days_left"],
+    "additionalProperties": False,
+}
 TEST_RESULT = {
     "type": "object",
     "properties": {
@@ -120,6 +128,7 @@ TEST_RESULT = {
         "missing_models": {"type": ["array", "null"], "maxItems": 1000, "items": {"type": "string"}},
         "checked_at": TIMESTAMP,
         "timings": TIMINGS,
+        "tls": {"oneOf": [TLS, {"type": "null"}]},
     },
     "required": ["status", "status_code", "latency_ms", "detail", "missing_models", "checked_at"],
     "additionalProperties": False,

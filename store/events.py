@@ -16,18 +16,20 @@ EVENTS_KEPT_PER_PROVIDER = 1000  # a provider flapping every minute still keeps 
 
 @dataclass(frozen=True)
 class HealthRow:
-    """A provider's health as stored: its state and the streaks of results that lead to the next one."""
+    """A provider's health as stored: its state, the streaks of results that lead to the next one,
+    and the certificate it was last warned about."""
     state: str
     since: str | None
     reason: str | None
     online_streak: int
     failing_streak: int
+    warned_certificate: str | None = None
 
 
 def read_health(conn: sqlite3.Connection, provider_ids: Iterable[int]) -> dict[int, tuple[str, HealthRow]]:
     """(name, health) of those of `provider_ids` that exist, by id."""
-    rows = conn.execute("SELECT id, name, health_state, health_since, health_reason, online_streak, failing_streak "
-                        "FROM providers WHERE id IN (SELECT value FROM json_each(?))",
+    rows = conn.execute("SELECT id, name, health_state, health_since, health_reason, online_streak, failing_streak, "
+                        "warned_certificate FROM providers WHERE id IN (SELECT value FROM json_each(?))",
                         (json.dumps(list(provider_ids)),))
     return {row[0]: (row[1], HealthRow(*row[2:])) for row in rows}
 

@@ -23,9 +23,9 @@ def add_probe_results(conn: sqlite3.Connection, entries: Iterable[tuple[int, dic
     if not rows:
         return
     conn.executemany("UPDATE providers SET last_test = ?, health_state = ?, health_since = ?, health_reason = ?, "
-                     "online_streak = ?, failing_streak = ? WHERE id = ?",
-                     [(encoded, h.state, h.since, h.reason, h.online_streak, h.failing_streak, provider_id)
-                      for provider_id, encoded, _, h in rows])
+                     "online_streak = ?, failing_streak = ?, warned_certificate = ? WHERE id = ?",
+                     [(encoded, h.state, h.since, h.reason, h.online_streak, h.failing_streak, h.warned_certificate,
+                       provider_id) for provider_id, encoded, _, h in rows])
     conn.executemany("INSERT INTO probe_results (provider_id, checked_at, result) VALUES (?, ?, ?)",
                      [(provider_id, checked_at, encoded) for provider_id, encoded, checked_at, _ in rows])
     conn.execute("DELETE FROM probe_results WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER "

@@ -42,10 +42,11 @@ class FakeProvider:
         self.in_flight = 0
         self.max_in_flight = 0
         self.port = 0
+        self.scheme = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def answer(self, path: str, status: int = 200, body: Any = None, delay: float = 0.0,
                headers: dict[str, str] | None = None) -> None:
@@ -94,9 +95,11 @@ class _FakeHandler(tornado.web.RequestHandler):
             fake.in_flight -= 1
 
 
-def serve_fake_provider() -> tuple[FakeProvider, Callable[[], None]]:
-    """The fake on a new loopback port of the current event loop; returns it and a stop function."""
+def serve_fake_provider(ssl_context=None) -> tuple[FakeProvider, Callable[[], None]]:
+    """The fake on a new loopback port of the current event loop (HTTPS with `ssl_context`);
+    returns it and a stop function."""
     fake = FakeProvider()
+    fake.scheme = "https" if ssl_context is not None else "http"
     app = tornado.web.Application([(r"(.*)", _FakeHandler, {"fake": fake})])
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,7 +107,7 @@ def serve_fake_provider() -> tuple[FakeProvider, Callable[[], None]]:
     sock.listen(128)
     sock.setblocking(False)
     fake.port = sock.getsockname()[1]
-    server = tornado.httpserver.HTTPServer(app)
+    server = tornado.httpserver.HTTPServer(app, ssl_options=ssl_context)
     server.add_sockets([sock])
     return fake, server.stop
 
