@@ -7,6 +7,7 @@ classified here (online / unauthorized / error / offline) and stored by the inve
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import re
@@ -26,7 +27,7 @@ from registry.fields import MAX_MODEL_LENGTH, MAX_MODELS, with_defaults
 from registry.health import HEALTH_STATES
 from registry.inventory import Inventory
 from registry.keyring import UndecryptableKey
-from registry.provider_types import PROVIDER_TYPES
+from registry.provider_types import PROVIDER_TYPES, wrong_type_hint
 from registry.redaction import holds_fragment, upstream_text
 from registry.timestamps import utc_timestamp
 from store.provider_rows import Provider, ProviderFilter
@@ -99,12 +100,14 @@ def classify(target: ProbeTarget, answer: Answer, url: str, checked_at: str) -> 
         models = None if answer.body is None else PROVIDER_TYPES[target.type].offered_models(answer.body)
         if models is not None:  # an id quoting the key is not a model
             models = [m for m in models if not holds_fragment(m, target.api_key)]
+        elif answer.body is not None:
+            detail = wrong_type_hint(target.type, answer.body)
     elif code in (401, 403):
-        status, detail = "unauthorized", f"HTTP {code} {answer.reason}".strip()
+        status, detail = "unauthorized", _status_detail(code, answer)
     elif 300 <= code < 400:
         status, detail = "error", _redirect_detail(code, url, answer.location)
     else:
-        status, detail = "error", f"HTTP {code} {answer.reason}".strip()
+        status, detail = "error", _status_detail(code, answer)
     if detail is not None:
         detail = upstream_text(detail, target.api_key)
     missing = None if models is None else [m for m in target.models if m not in set(models)]
@@ -120,6 +123,32 @@ def tls_summary(certificate: Certificate | None, now: datetime | None = None) ->
     left = certificate.not_after - (now or datetime.now(timezone.utc))
     return {"not_after": utc_timestamp(certificate.not_after.timestamp()), "subject": certificate.subject,
             "issuer": certificate.issuer, "days_left": math.floor(left.total_seconds() / 86400)}
+
+
+def _status_detail(code: int, answer: Answer) -> str:
+    """"HTTP 400 Bad Request", with the upstream's own message when its JSON body has one."""
+    detail = f"HTTP {code} {answer.reason}".strip()
+    message = upstream_message(answer.body)
+    return f"{detail}: {message}" if message else detail
+
+
+def upstream_message(body: bytes | None) -> str | None:
+    """The error message of a JSON error body: `error.message`, `error` (a string), `message` or
+    `detail`, as the OpenAI-compatible servers, Anthropic, Gemini and FastAPI put it."""
+    if not body:
+        return None
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    error = document.get("error")
+    for candidate in ((error.get("message") if isinstance(error, dict) else error), document.get("message"),
+                      document.get("detail")):
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate.strip()
+    return None
 
 
 def _redirect_detail(code: int, url: str, location: str | None) -> str:
@@ -316,8 +345,9 @@ class ProbeService:
 
 
 def history_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """count, online_pct (0-100) and latency p50/p95 over the given results."""
-    latencies = sorted(r["latency_ms"] for r in results)
+    """count and online_pct (0-100) over the given results; latency p50/p95 over their online ones
+    (a refused connection answered in 0.4 ms is not a latency)."""
+    latencies = sorted(r["latency_ms"] for r in results if r["status"] == "online")
     return {
         "count": len(results),
         "online_pct": round(100.0 * sum(r["status"] == "online" for r in results) / len(results), 2)

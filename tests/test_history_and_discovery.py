@@ -45,18 +45,19 @@ async def test_history_lists_results_newest_first_with_a_summary(api, fake_provi
     assert history["summary"]["online_pct"] == pytest.approx(100 / 3, abs=0.01)
 
 
-async def test_history_summary_percentiles_over_the_returned_window(api, fake_provider, runtime):
+async def test_history_percentiles_are_over_the_windows_online_results_only(api, fake_provider, runtime):
     provider = await add(api, fake_provider)
     for latency in range(1, 21):  # 1..20 ms, oldest first
         await runtime.inventory.record_probe_results({provider["id"]: result("online" if latency % 4 else "offline",
                                                                      float(latency))})
     summary = (await api.get(f"/api/providers/{provider['id']}/tests")).json()["summary"]
-    assert summary == {"count": 20, "online_pct": 75.0, "p50_ms": 10.5, "p95_ms": 19.05}
+    # Online: 1..20 but 4, 8, 12, 16 and 20 (15 results); the offline ones count, but have no latency.
+    assert summary == {"count": 20, "online_pct": 75.0, "p50_ms": 10.0, "p95_ms": 18.3}
     window = (await api.get(f"/api/providers/{provider['id']}/tests?limit=4")).json()
     assert [r["latency_ms"] for r in window["results"]] == [20.0, 19.0, 18.0, 17.0]
     assert window["summary"]["count"] == 4
     assert window["summary"]["online_pct"] == 75.0  # 20 is offline
-    assert window["summary"]["p50_ms"] == 18.5
+    assert window["summary"]["p50_ms"] == 18.0  # of 17, 18 and 19
 
 
 async def test_history_keeps_the_last_hundred(api, fake_provider, runtime):

@@ -284,3 +284,64 @@ async def test_a_single_test_never_waits_behind_a_bulk_test_for_a_transfer_slot(
     assert not bulk.done()  # answered while every bulk probe was still waiting on its upstream
     assert fake_provider.in_flight == 10
     assert {r["status"] for r in (await bulk).json()["results"]} == {"offline"}
+
+
+# -- what the upstream said --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status, reason, body, message", [
+    (400, "Bad Request", {"error": {"message": "No connected db.", "type": "invalid_request_error"}},
+     "No connected db."),
+    (401, "Unauthorized", {"error": "invalid x-api-key"}, "invalid x-api-key"),
+    (429, "Too Many Requests", {"message": "Rate limit reached for requests"}, "Rate limit reached for requests"),
+    (422, "Unprocessable Entity", {"detail": "model is required"}, "model is required"),
+    (500, "Internal Server Error", {"error": {"code": 500, "message": "line one\nline\ttwo\x00"}},
+     "line onelinetwo"),
+])
+async def test_a_non_2xx_detail_carries_the_upstreams_own_message(api, fake_provider, status, reason, body, message):
+    fake_provider.answer("/v1/models", status=status, body=body)
+    result = await run_test(api, await add(api, fake_provider))
+    assert result["detail"] == f"HTTP {status} {reason}: {message}"
+    assert result["status"] == ("unauthorized" if status == 401 else "error")
+
+
+@pytest.mark.parametrize("body", [None, "<html>oops</html>", {"error": {"code": 7}}, ["a list"], {"detail": [1]}])
+async def test_without_a_usable_message_the_detail_is_the_status_alone(api, fake_provider, body):
+    fake_provider.answer("/v1/models", status=503, body=body)
+    result = await run_test(api, await add(api, fake_provider))
+    assert result["detail"] == "HTTP 503 Service Unavailable"
+
+
+async def test_an_upstream_message_is_cut_to_200_characters_and_never_quotes_the_key(api, fake_provider):
+    echoed = f"Incorrect API key provided: {KEY}. You can find your key at https://example.com/keys. " + "x" * 300
+    fake_provider.answer("/v1/models", status=401, body={"error": {"message": echoed}})
+    result = await run_test(api, await add(api, fake_provider))
+    assert result["detail"].startswith("HTTP 401 Unauthorized: Incorrect API key provided: …. You can find")
+    assert len(result["detail"]) <= 200
+    for start in range(len(KEY) - 7):
+        assert KEY[start:start + 8] not in result["detail"]
+    partial = KEY[3:15]  # a piece of the key, not the whole of it, is redacted too
+    fake_provider.answer("/v1/models", status=400, body={"error": f"bad key ...{partial}..."})
+    assert partial not in (await run_test(api, await add(api, fake_provider)))["detail"]
+
+
+@pytest.mark.parametrize("provider_type, path, body, hint", [
+    ("gemini", "/v1/models", {"data": [{"id": "gpt-4o"}]},
+     "the answer is an OpenAI-style model list; is the type openai?"),
+    ("ollama", "/v1/api/tags", {"object": "list", "data": [{"id": "llama3"}]},
+     "the answer is an OpenAI-style model list; is the type openai?"),
+    ("openai", "/v1/models", {"models": [{"name": "models/gemini-1.5-pro"}]},
+     "the answer is a Gemini-style model list; is the type gemini?"),
+    ("anthropic", "/v1/models", {"models": [{"name": "llama3:8b"}]},
+     "the answer is an Ollama-style model list; is the type ollama?"),
+])
+async def test_a_model_list_of_another_types_shape_is_online_with_a_hint(api, fake_provider, provider_type, path,
+                                                                          body, hint):
+    fake_provider.answer(path, body=body)
+    result = await run_test(api, await add(api, fake_provider, provider_type, models=["m"]))
+    assert (result["status"], result["missing_models"], result["detail"]) == ("online", None, hint)
+
+
+async def test_an_answer_with_no_model_list_at_all_is_online_without_a_hint(api, fake_provider):
+    fake_provider.answer("/v1/models", body={"status": "ok"})
+    result = await run_test(api, await add(api, fake_provider, models=["m"]))
+    assert (result["status"], result["missing_models"], result["detail"]) == ("online", None, None)
