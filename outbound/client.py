@@ -27,16 +27,18 @@ USER_AGENT = "provider-registry/1.0"
 
 class OutboundClient:
     def __init__(self, timeout_seconds: float, max_clients: int, fresh_connections: bool = True,
-                 egress: str = "no-metadata", ca_bundle: str | None = None):
+                 egress: str = "no-metadata", ca_bundle: str | None = None, max_answer_bytes: int | None = None):
         """`fresh_connections`: every request opens its own connection after its own DNS lookup (so
         curl's phase timings measure them, and the certificate is seen: probes); otherwise
         connections are reused (deliveries). `egress`: the policy (`egress.py`) every connection
-        is checked against. `ca_bundle`: extra certificate authorities (PEM)."""
+        is checked against. `ca_bundle`: extra certificate authorities (PEM). `max_answer_bytes`:
+        a larger answer is a TransportFailure, its transfer cut short."""
         self.timeout_seconds = timeout_seconds
         self.max_clients = max_clients
         self.fresh_connections = fresh_connections
         self.egress = egress
         self.ca_bundle = ca_bundle
+        self.max_answer_bytes = max_answer_bytes
         self._transport: CurlTransport | None = None
 
     def close(self) -> None:
@@ -84,7 +86,7 @@ class OutboundClient:
         if self._transport is None:
             from outbound.curl_client import CurlTransport  # here, not at start-up: see the module docstring
             self._transport = CurlTransport(self.timeout_seconds, self.max_clients, self.fresh_connections,
-                                            self.egress, self.ca_bundle)
+                                            self.egress, self.ca_bundle, self.max_answer_bytes)
         return self._transport
 
 

@@ -37,14 +37,17 @@ class CurlTransport:
     authorities trusted besides the system's."""
 
     def __init__(self, timeout_seconds: float, max_clients: int, fresh_connections: bool = True,
-                 egress: str = "no-metadata", ca_bundle: str | None = None):
+                 egress: str = "no-metadata", ca_bundle: str | None = None, max_answer_bytes: int | None = None):
         self.timeout_seconds = timeout_seconds
+        self.max_answer_bytes = max_answer_bytes
         self.fresh_connections = fresh_connections
         self.egress = egress
         self.ca_bundle = ca_bundle
         self._system_ca_dir = ssl.get_default_verify_paths().capath or "/etc/ssl/certs"
         logging.getLogger("tornado.curl_httpclient").setLevel(logging.INFO)  # its DEBUG is per-socket noise
-        self._client = _CurlClientKeepingFailures(force_instance=True, max_clients=max_clients)
+        # max_body_size aborts the transfer of a larger answer (Tornado's default is 100 MB).
+        self._client = _CurlClientKeepingFailures(force_instance=True, max_clients=max_clients,
+                                                  **({"max_body_size": max_answer_bytes} if max_answer_bytes else {}))
 
     async def fetch(self, request: HTTPRequest) -> tuple[HTTPResponse, Certificate | None]:
         """The answer, whatever its status, and the server's certificate (https with
@@ -65,7 +68,8 @@ class CurlTransport:
         self._client.close()
 
     def _prepare(self, curl: pycurl.Curl, guard: _EgressGuard) -> None:
-        curl.setopt(pycurl.OPENSOCKETFUNCTION, guard.open_socket)
+        if self.egress != "any":  # (curl handles are reused: a client's mode never changes)
+            curl.setopt(pycurl.OPENSOCKETFUNCTION, guard.open_socket)
         if self.ca_bundle:
             # CAINFO replaces curl's default bundle; CAPATH keeps the system's authorities too.
             curl.setopt(pycurl.CAINFO, self.ca_bundle)
@@ -79,6 +83,8 @@ class CurlTransport:
         curl.certificate_wanted = self.fresh_connections
 
     def _detail(self, exc: CurlError) -> str:
+        if self.max_answer_bytes and "max_body_size" in (exc.message or ""):
+            return f"the answer was larger than {self.max_answer_bytes // 1024} KiB (not read further)"
         if exc.errno == pycurl.E_OPERATION_TIMEDOUT:
             return f"timeout after {self.timeout_seconds:.1f} s"
         if exc.errno in _TLS_ERRORS:
@@ -115,6 +121,10 @@ class _CurlClientKeepingFailures(CurlAsyncHTTPClient):
                 response.error.response = response
             callback(response)
         super().fetch_impl(request, keep_response)
+
+    def _handle_timeout(self) -> None:
+        if self._multi is not None:  # a timer curl set may fire once the client is closed (at shutdown)
+            super()._handle_timeout()
 
     def _finish(self, curl, curl_error=None, curl_message=None):
         if getattr(curl, "certificate_wanted", False) and curl_error is None and curl.info is not None:

@@ -310,7 +310,7 @@ TOKEN = {
 }
 
 _EVENT_TYPE = {"type": "string", "enum": list(EVENT_TYPES)}
-_DESCRIPTION = {"type": ["string", "null"], "maxLength": 500}
+_DESCRIPTION = {"type": ["string", "null"], "maxLength": 500, "pattern": f"^[^{_CONTROL_CHARS}]*$"}
 WEBHOOK_CREATE = {
     "type": "object",
     "properties": {
@@ -382,6 +382,7 @@ _FIELD_MESSAGES = {
     "is_active": "must be true or false",
     "url": "must be an absolute http or https URL with a host, without user-info or fragment, at most 2048 characters",
     "events": "must be a non-empty array of unique event types: " + ", ".join(EVENT_TYPES),
+    "description": "must be null or a string of at most 500 characters without control characters",
 }
 
 

@@ -7,9 +7,12 @@ Contract:
   `webhook-id` (receivers deduplicate on it);
 - retries after `retry_base` × RETRY_FACTORS seconds, then the message is failed;
 - it never blocks requests or probes: it has its own outbound client (its own transfer slots), at
-  most PER_WEBHOOK_IN_FLIGHT attempts run per webhook (a receiver that hangs holds only its own
-  slots), and the attempts' records are written in groups, one commit per RECORD_WINDOW_SECONDS
-  at most (a crash inside the window sends those messages again: at-least-once still holds).
+  most PER_WEBHOOK_IN_FLIGHT attempts run per webhook, and only one while the webhook's latest
+  attempt failed (so a receiver that hangs holds one slot, and other webhooks keep theirs), and
+  the attempts' records are written in groups, one commit per RECORD_WINDOW_SECONDS at most (a
+  crash inside the window sends those messages again: at-least-once still holds);
+- messages of one webhook may arrive out of order (several are in flight at once): receivers
+  order events by their `id`.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ log = logging.getLogger("provider_registry.webhooks")
 SECRET_PREFIX = "whsec_"
 RETRY_FACTORS = (1, 6, 24, 120, 720)  # the waits before retries 1 to 5, in units of retry_base
 PER_WEBHOOK_IN_FLIGHT = 8
-TRANSFER_SLOTS = 32
+TRANSFER_SLOTS = 64
+MAX_ANSWER_BYTES = 64 * 1024  # a receiver's answer is not needed beyond its status
 IDLE_LOOK_SECONDS = 5.0  # how often the outbox is looked at when nothing woke delivery up
 RECORD_WINDOW_SECONDS = 0.1
 LOOK_EVERY_SECONDS = 0.02  # at most one look at the outbox per this long, however many attempts end
@@ -74,6 +78,7 @@ class WebhookDelivery:
         self._records = GroupCommit(self._transaction, RECORD_WINDOW_SECONDS)
         self._in_flight: dict[int, set[int]] = {}  # webhook id -> outbox ids being attempted
         self._settling: set[int] = set()  # outbox ids attempted, whose record is not committed yet
+        self._failing: set[int] = set()  # webhooks whose latest attempt failed: one attempt at a time
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.Task | None = None
@@ -145,7 +150,8 @@ class WebhookDelivery:
         with_room = []
         for webhook in webhook_rows.list_webhooks(self._conn, active_only=True):
             in_flight = self._in_flight.setdefault(webhook.id, set())
-            room = PER_WEBHOOK_IN_FLIGHT - len(in_flight)
+            limit = 1 if webhook.id in self._failing else PER_WEBHOOK_IN_FLIGHT
+            room = limit - len(in_flight)
             if room <= 0:
                 continue
             due = webhook_rows.due_messages(self._conn, webhook.id, now, room, skip=in_flight | self._settling)
@@ -154,7 +160,7 @@ class WebhookDelivery:
                 task = asyncio.get_running_loop().create_task(self._deliver(message))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            if len(in_flight) < PER_WEBHOOK_IN_FLIGHT:
+            if len(in_flight) < limit:
                 with_room.append(webhook.id)
         skip = [i for ids in self._in_flight.values() for i in ids] + list(self._settling)
         next_due = webhook_rows.next_due_at(self._conn, with_room, skip) if with_room else None
@@ -174,7 +180,10 @@ class WebhookDelivery:
                 outcome, next_at = "retry", time.time() + self.retry_base * RETRY_FACTORS[attempt_number - 1]
             else:
                 outcome, next_at = "failed", None
-            if outcome != "delivered":
+            if outcome == "delivered":
+                self._failing.discard(message.webhook_id)
+            else:
+                self._failing.add(message.webhook_id)
                 log.warning("webhook %d: delivery of %s (attempt %d) %s: %s", message.webhook_id, message.message_id,
                             attempt_number, "will be retried" if next_at else "failed for good", attempt.error
                             or f"HTTP {attempt.status_code}")
@@ -188,10 +197,18 @@ class WebhookDelivery:
                                                  message.type, attempt_number, at, attempt, outcome, next_at), next_at)
         except Exception:
             log.exception("webhook %d: delivery of %s failed unexpectedly", message.webhook_id, message.message_id)
+            # Not at once again (the same failure would repeat in a tight loop): after the retry base.
+            self._settling.add(message.id)
+            asyncio.get_running_loop().call_later(self.retry_base, self._settled, message.id)
+        else:
+            self._settled(message.id)
         finally:
-            self._settling.discard(message.id)
             self._in_flight.get(message.webhook_id, set()).discard(message.id)
             self.wake()
+
+    def _settled(self, outbox_id: int) -> None:
+        self._settling.discard(outbox_id)
+        self.wake()
 
     async def record(self, message: webhook_rows.Message | None, delivery: dict[str, Any],
                      next_attempt_at: float | None) -> int | None:

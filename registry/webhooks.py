@@ -75,7 +75,7 @@ class WebhookService:
                 self._audit.record(conn, actor, "webhook.update", "webhook", webhook_id,
                                    _audit_name(values.get("url", current.url)), list(values))
         if values.get("is_active"):
-            self.delivery.wake()  # messages it missed while inactive are due
+            self.delivery.wake()  # messages queued before it was switched off are sent now
         return self.get(webhook_id)
 
     def delete(self, webhook_id: int, actor: Actor) -> None:

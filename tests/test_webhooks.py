@@ -385,3 +385,53 @@ def test_a_message_in_flight_at_a_sigkill_is_delivered_after_the_restart_with_th
     time.sleep(0.5)
     assert len(hook_requests(receiver)) == 2
     assert json.loads(again.body)["data"]["result"]["status"] == "online"
+
+
+# -- found by an attack on the webhooks ----------------------------------------------------------------
+
+@pytest.mark.env(BACKEND_WEBHOOK_TIMEOUT_SECONDS="1")
+async def test_hanging_receivers_hold_one_slot_each_so_a_healthy_webhook_is_not_held_up(api, fake_provider,
+                                                                                       webhook_receiver):
+    hanging = []
+    for i in range(10):
+        webhook_receiver.answer(f"/hangs-{i}", delay=30)
+        hanging.append(await add_webhook(api, webhook_receiver, f"/hangs-{i}"))
+    healthy = await add_webhook(api, webhook_receiver, "/answers")
+    first = await add_provider(api, fake_provider)
+    await api.post(f"/api/providers/{first['id']}/test")
+    # Every hanging receiver times out once (its first messages went out at full concurrency) ...
+    await wait_until(lambda: len(hook_requests(webhook_receiver, "/answers")) == 1, message="the first delivery")
+    for webhook in hanging:
+        await logged_deliveries(api, webhook["id"], lambda log: log, timeout=10)
+    # ... and from then on holds at most one transfer slot: 20 more events reach the healthy receiver at once.
+    # (Were each to hold 8, 10 x 8 hanging attempts would take more than the 64 slots, and the healthy
+    # receiver's would wait for the hanging ones to time out, a second later.)
+    for _ in range(20):
+        await add_provider(api, fake_provider)
+    assert (await api.post("/api/providers/test")).code == 200
+    await wait_until(lambda: len(hook_requests(webhook_receiver, "/answers")) == 21, timeout=0.8,
+                     message="the healthy receiver's deliveries, before any hanging attempt times out")
+    ping = time.monotonic()
+    assert (await api.post(f"/api/webhooks/{healthy['id']}/ping")).json()["outcome"] == "delivered"
+    assert time.monotonic() - ping < 0.8
+
+
+@pytest.mark.parametrize("value", ["1e12", "86401", "0", "-1"])
+def test_a_retry_base_beyond_a_day_or_not_positive_is_refused(env, value):
+    from registry.config import ConfigError, load_settings
+    with pytest.raises(ConfigError, match="BACKEND_WEBHOOK_RETRY_SECONDS"):
+        load_settings({**env, "BACKEND_WEBHOOK_RETRY_SECONDS": value})
+
+
+async def test_a_receiver_answering_a_huge_body_is_cut_short(api, webhook_receiver):
+    webhook = await add_webhook(api, webhook_receiver)
+    webhook_receiver.answer("/hook", body=b"x" * (2 * 1024 * 1024))
+    started = time.monotonic()
+    attempt = (await api.post(f"/api/webhooks/{webhook['id']}/ping")).json()
+    assert attempt["outcome"] == "failed" and "larger than 64 KiB" in attempt["error"]
+    assert time.monotonic() - started < 2
+
+
+async def test_a_description_with_a_control_character_is_422(api, webhook_receiver):
+    response = await api.post("/api/webhooks", json={"url": webhook_receiver.url + "/hook", "description": "a\x00b"})
+    assert response.code == 422 and [e["path"] for e in response.json()["errors"]] == ["/description"]
