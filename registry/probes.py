@@ -264,32 +264,36 @@ class ProbeService:
         """The upstream model list beside the configured one; raises UpstreamUnusable. The probe
         is recorded (history, `last_test`, health) like a test."""
         self.inventory.ensure_writable()
-        upstream, configured = await self._upstream_models(provider_id)
+        upstream, configured, outcome = await self._upstream_models(provider_id)
+        await self.inventory.record_probe_results({provider_id: outcome.result})
         return {"models": upstream, "missing": [m for m in configured if m not in set(upstream)],
                 "new": [m for m in upstream if m not in set(configured)]}
 
     async def sync_models(self, provider_id: int, actor: Actor = SYSTEM) -> None:
         """Set the provider's models to the upstream list (ids a provider cannot hold, empty or
         longer than 200 characters, are left out); raises UpstreamUnusable, having changed nothing
-        but the record of its probe."""
+        but the record of its probe. The probe is recorded as of the synced list (nothing missing)."""
         self.inventory.ensure_writable()  # before the probe, not after it
-        upstream, _ = await self._upstream_models(provider_id)
+        upstream, _, outcome = await self._upstream_models(provider_id)
         storable = [m for m in upstream if 1 <= len(m) <= MAX_MODEL_LENGTH]
         if len(storable) > MAX_MODELS:
+            await self.inventory.record_probe_results({provider_id: outcome.result})
             raise UpstreamUnusable(f"The provider lists {len(storable)} models, more than the {MAX_MODELS} a "
                                    "provider can hold; nothing was changed.")
+        await self.inventory.record_probe_results({provider_id: {**outcome.result, "missing_models": []}})
         await self.inventory.update(provider_id, {"models": storable}, actor, action="provider.sync_models")
 
-    async def _upstream_models(self, provider_id: int) -> tuple[list[str], list[str]]:
-        """Probe the provider, record the result, and give its model list and the configured one."""
+    async def _upstream_models(self, provider_id: int) -> tuple[list[str], list[str], ProbeOutcome]:
+        """Probe the provider: its model list, the configured one, and the outcome to record.
+        Without a usable list the probe is recorded and UpstreamUnusable raised."""
         provider = self.inventory.get(provider_id)
         outcome = await self.probe(self.target_for(provider))
-        await self.inventory.record_probe_results({provider_id: outcome.result})
         if outcome.offered_models is None:
+            await self.inventory.record_probe_results({provider_id: outcome.result})
             reason = outcome.result["detail"] or "its answer has no model list"
             raise UpstreamUnusable(f"The provider did not return a model list (probe status "
                                    f"{outcome.result['status']}: {reason}).")
-        return outcome.offered_models, provider.models
+        return outcome.offered_models, provider.models, outcome
 
     def resolve(self, model: str, provider_type: str | None, scope: frozenset[int] | None) -> dict[str, Any]:
         """The active providers (within `scope`) whose models hold `model`, best first: health up,

@@ -1,18 +1,33 @@
 """Text that came from an upstream (a reason phrase, a redirect target, a model id) may quote the
-key it was sent: before it is shown or stored, every piece of 8+ characters of the key goes."""
+key it was sent: before it is shown or stored, every piece of 8+ characters of the key goes, in
+the key's own form and percent-encoded; a key shorter than that goes wherever it stands whole."""
 
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 MIN_FRAGMENT = 8
 _CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def redact(text: str, secret: str | None) -> str:
+    """`text` without `secret`: see the module docstring."""
+    if not secret:
+        return text
+    if len(secret) < MIN_FRAGMENT:
+        # Whole occurrences only, not inside a longer word: a short key such as "test" must not
+        # eat every word that holds it.
+        return re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "…", text, flags=re.IGNORECASE)
+    text = _redact_fragments(text, secret)
+    encoded = quote(secret, safe="")
+    return text if encoded == secret else _redact_fragments(text, encoded)
+
+
+def _redact_fragments(text: str, secret: str) -> str:
     """`text` with every run that is part of an 8+ character substring of `secret` replaced by "…"
     (`text.lower()` must keep the length of `text`, as it does for the ASCII a key is made of)."""
-    if not secret or len(secret) < MIN_FRAGMENT or len(text) < MIN_FRAGMENT:
+    if len(text) < MIN_FRAGMENT:
         return text
     # Case-insensitive: a host name or a header echoed back may have been lower-cased on the way.
     lowered_secret, lowered = secret.lower(), text.lower()

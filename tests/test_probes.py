@@ -345,3 +345,23 @@ async def test_an_answer_with_no_model_list_at_all_is_online_without_a_hint(api,
     fake_provider.answer("/v1/models", body={"status": "ok"})
     result = await run_test(api, await add(api, fake_provider, models=["m"]))
     assert (result["status"], result["missing_models"], result["detail"]) == ("online", None, None)
+
+
+@pytest.mark.parametrize("key, echoed, kept", [
+    ("abc1234", "Received API Key = abc1234, Key Hash none", "Received API Key = …, Key Hash none"),
+    ("test", "testing the key test: refused", "testing the key …: refused"),  # whole occurrences only
+    ("ollama", "ollama is not a key; OLLAMA!", "… is not a key; …!"),
+])
+async def test_a_key_shorter_than_eight_characters_is_redacted_where_it_stands_whole(api, fake_provider, key,
+                                                                                       echoed, kept):
+    fake_provider.answer("/v1/models", status=401, body={"error": echoed})
+    result = await run_test(api, await add(api, fake_provider, api_key=key))
+    assert result["detail"] == f"HTTP 401 Unauthorized: {kept}"
+
+
+async def test_a_percent_encoded_key_in_an_upstream_message_is_redacted_too(api, fake_provider):
+    key = "sk-ab/cd+ef/gh+ij/kl?mn&URLENC"
+    encoded = "sk-ab%2Fcd%2Bef%2Fgh%2Bij%2Fkl%3Fmn%26URLENC"
+    fake_provider.answer("/v1/models", status=401, body={"error": f"bad key {encoded}"})
+    result = await run_test(api, await add(api, fake_provider, api_key=key))
+    assert "%2F" not in result["detail"] and "URLENC" not in result["detail"]
