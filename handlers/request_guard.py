@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 
 CORS_ALLOWED_METHODS = "GET, POST, PATCH, DELETE"
-CORS_ALLOWED_HEADERS = "Authorization, Content-Type"
+CORS_ALLOWED_HEADERS = "Authorization, Content-Type, X-Backup-Passphrase"
 CORS_EXPOSED_HEADERS = "Location, X-Total-Count, X-Request-Id"
 CORS_MAX_AGE_SECONDS = "600"
 _HOST_CACHE_LIMIT = 256

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 import sqlite3
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from registry import backup_file, restore
+from registry import backup_file, portable, restore
 from registry.access import SYSTEM, Actor
 from registry.audit import AuditLog
 from registry.errors import Conflict, store_errors_translated
@@ -249,10 +250,11 @@ class Inventory:
 
         await self._submit(apply)
 
-    def restore(self, document: Any, actor: Actor = SYSTEM) -> int:
+    def restore(self, document: Any, actor: Actor = SYSTEM, passphrase: str | None = None) -> int:
         """Replace the whole inventory with a backup document's, keeping ids; nothing changes
-        unless the whole document passes `restore.check_document`. Ends restore-pending mode."""
-        return self._restore_records(restore.check_document(document, self.keyring), actor)
+        unless the whole document passes `restore.check_document` (a portable export's keys open
+        with `passphrase`). Ends restore-pending mode."""
+        return self._restore_records(restore.check_document(document, self.keyring, passphrase), actor)
 
     def _restore_records(self, records: list[dict[str, Any]], actor: Actor) -> int:
         with self._mirrored_change(None) as change:
@@ -270,27 +272,28 @@ class Inventory:
         self._pending_restore = None
         return len(records)
 
-    def preview_restore(self, document: Any) -> RestorePreview:
+    def preview_restore(self, document: Any, passphrase: str | None = None) -> RestorePreview:
         """What `restore(document)` would change; validates exactly as restore does."""
-        return restore.preview(restore.check_document(document, self.keyring), self.list(), self.keyring)
+        return restore.preview(restore.check_document(document, self.keyring, passphrase), self.list(),
+                               self.keyring)
 
-    async def restore_from(self, body: bytes, actor: Actor = SYSTEM) -> int:
+    async def restore_from(self, body: bytes, actor: Actor = SYSTEM, passphrase: str | None = None) -> int:
         """Restore from a request body holding a backup document, or from the backup file when the
         body is empty. The document is parsed and checked on a worker thread (a large one takes a
         while), the event loop serving meanwhile."""
-        records = await asyncio.to_thread(self._checked_records, body)
+        records = await asyncio.to_thread(self._checked_records, body, passphrase)
         return self._restore_records(records, actor)
 
-    async def preview_restore_from(self, body: bytes) -> RestorePreview:
-        records = await asyncio.to_thread(self._checked_records, body)
+    async def preview_restore_from(self, body: bytes, passphrase: str | None = None) -> RestorePreview:
+        records = await asyncio.to_thread(self._checked_records, body, passphrase)
         return restore.preview(records, self.list(), self.keyring)
 
-    def _checked_records(self, body: bytes) -> list[dict[str, Any]]:
+    def _checked_records(self, body: bytes, passphrase: str | None) -> list[dict[str, Any]]:
         if body.strip():
             document = backup_file.parse_document(body, source="the request body")
         else:
             document = backup_file.read_backup_file(self.backup_path)
-        return restore.check_document(document, self.keyring)
+        return restore.check_document(document, self.keyring, passphrase)
 
     def replace_ciphertexts(self, ciphertexts: list[tuple[int, str]]) -> None:
         """Store re-encrypted keys (key rotation), in one transaction mirrored into the backup."""
@@ -307,6 +310,29 @@ class Inventory:
                 self.audit.record(conn, actor, "inventory.export", "inventory")
         records = (record for _, record in provider_rows.backup_records_json(self._conn))
         return b"".join(backup_file.document_parts(records))
+
+    async def export_portable(self, passphrase: str, actor: Actor) -> bytes:
+        """The backup document with its keys encrypted under `passphrase` instead of the server's
+        secret (`portable.py`), on record. The keys are re-encrypted on a worker thread."""
+        portable.check_passphrase(passphrase)
+        with transaction(self._conn) as conn:
+            self.audit.record(conn, actor, "inventory.export", "inventory", target_name="portable export")
+        document = json.loads(self.export_json())
+        wrapped = await asyncio.to_thread(portable.wrap, document, self.keyring, passphrase)
+        return json.dumps(wrapped, ensure_ascii=False).encode("utf-8")
+
+    def write_portable_export(self, path: Path, passphrase: str, actor: Actor) -> int:
+        """`export_portable` into a file (never the backup file the server mirrors to); returns
+        how many providers."""
+        if _same_file(path, self.backup_path):
+            raise Conflict(f"A portable export does not go to the backup file {self.backup_path}, which mirrors the "
+                           "database under the server's secret: name another file.")
+        portable.check_passphrase(passphrase)
+        with transaction(self._conn) as conn:
+            self.audit.record(conn, actor, "inventory.export", "inventory", target_name=f"portable export {path}")
+        wrapped = portable.wrap(json.loads(self.export_json()), self.keyring, passphrase)
+        backup_file.write_atomically(path, [json.dumps(wrapped, ensure_ascii=False).encode("utf-8")])
+        return len(wrapped["providers"])
 
     def write_backup(self, path: Path | None = None, actor: Actor | None = None) -> int:
         """Write the backup document to `path` (default: the backup file); returns how many providers.

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from registry import portable
 from registry.errors import Conflict, Invalid
 from registry.fields import MAX_NAME_LENGTH, NAME_TOO_LONG, normalize_name
 from registry.keyring import Keyring, UndecryptableKey
@@ -40,13 +41,23 @@ class RestorePreview:
                 "changed": self.changed, "unchanged": self.unchanged}
 
 
-def check_document(document: Any, keyring: Keyring) -> list[dict[str, Any]]:
+def check_document(document: Any, keyring: Keyring, passphrase: str | None = None) -> list[dict[str, Any]]:
     """Everything a restore checks before touching anything; returns the provider records (names
-    in their stored form).
+    in their stored form, keys under the current secret).
 
     The schema (format, version, every field), unique ids and names, and that every key decrypts
-    with the current secrets.
+    with the current secrets, or, in a portable export, with the passphrase (they are then
+    encrypted again under the current secret).
     """
+    check_schema(document)
+    if "key_wrap" in document:
+        document = portable.unwrap(document, keyring, passphrase)
+    return _check_records([{**record, "name": normalize_name(record["name"])} for record in document["providers"]],
+                          keyring)
+
+
+def check_schema(document: Any) -> None:
+    """The document's shape: format, version, every field (BackupInvalid with every error)."""
     errors = validation_errors(backup_document_validator, document)
     if not errors and isinstance(document["version"], float):  # JSON Schema's const also takes 1.0
         errors = [{"path": "/version", "message": f"must be {BACKUP_VERSION!r}"}]
@@ -58,7 +69,9 @@ def check_document(document: Any, keyring: Keyring) -> list[dict[str, Any]]:
         else:
             message = f"The backup document is invalid ({len(errors)} problem{'s' * (len(errors) > 1)})."
         raise BackupInvalid(message, errors)
-    records = [{**record, "name": normalize_name(record["name"])} for record in document["providers"]]
+
+
+def _check_records(records: list[dict[str, Any]], keyring: Keyring) -> list[dict[str, Any]]:
     errors = [{"path": f"/providers/{index}/name", "message": NAME_TOO_LONG}
               for index, record in enumerate(records) if len(record["name"]) > MAX_NAME_LENGTH]
     if errors:

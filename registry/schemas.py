@@ -181,12 +181,31 @@ BACKUP_PROVIDER = {
                  "created_at", "updated_at", "last_test"],
     "additionalProperties": False,
 }
+_BASE64 = "^[A-Za-z0-9+/]*={0,2}$"
+KEY_WRAP = {
+    "type": "object",
+    "description": "In a portable export: the keys are encrypted (Fernet) under a key derived from a passphrase "
+                   "with scrypt, these parameters and salt; `check` proves the passphrase.",
+    "properties": {
+        "kdf": {"const": "scrypt"},
+        # Bounded: a hostile document must not make a restore spend gigabytes or minutes.
+        "n": {"type": "integer", "enum": [2**k for k in range(14, 21)]},
+        "r": {"type": "integer", "minimum": 1, "maximum": 16},
+        "p": {"type": "integer", "minimum": 1, "maximum": 4},
+        "salt": {"type": "string", "minLength": 16, "maxLength": 128, "pattern": _BASE64},
+        "cipher": {"const": "fernet"},
+        "check": {"type": "string", "minLength": 1, "maxLength": 1000},
+    },
+    "required": ["kdf", "n", "r", "p", "salt", "cipher", "check"],
+    "additionalProperties": False,
+}
 BACKUP_DOCUMENT = {
     "type": "object",
     "properties": {
         "format": {"const": BACKUP_FORMAT},
         "version": {"const": BACKUP_VERSION, "description": "The JSON integer 1 (1.0 is refused)."},
         "exported_at": TIMESTAMP,
+        "key_wrap": KEY_WRAP,
         "providers": {"type": "array", "items": BACKUP_PROVIDER},
     },
     "required": ["format", "version", "providers"],
@@ -309,6 +328,16 @@ TOKEN = {
     "required": ["id", "name", "role", "providers", "created_at", "expires_at", "last_used_at"],
 }
 
+PORTABLE_EXPORT = {
+    "type": "object",
+    "properties": {"passphrase": {"type": "string", "minLength": 12, "maxLength": 1024,
+                                  # No space at either end: HTTP drops it from the header a restore sends.
+                                  "pattern": "^[^\\s](?:[\\s\\S]*[^\\s])?$",
+                                  "description": "What the export's keys are encrypted under (never stored); "
+                                                 "no whitespace at either end."}},
+    "required": ["passphrase"],
+    "additionalProperties": False,
+}
 _EVENT_TYPE = {"type": "string", "enum": list(EVENT_TYPES)}
 _DESCRIPTION = {"type": ["string", "null"], "maxLength": 500, "pattern": f"^[^{_CONTROL_CHARS}]*$"}
 WEBHOOK_CREATE = {
@@ -367,11 +396,12 @@ token_create_validator = SchemaValidator(TOKEN_CREATE, format_checker=_format_ch
 provider_update_validator = SchemaValidator(PROVIDER_UPDATE, format_checker=_format_checker)
 backup_document_validator = SchemaValidator(BACKUP_DOCUMENT, format_checker=_format_checker)
 webhook_create_validator = SchemaValidator(WEBHOOK_CREATE, format_checker=_format_checker)
+portable_export_validator = SchemaValidator(PORTABLE_EXPORT, format_checker=_format_checker)
 webhook_update_validator = SchemaValidator(WEBHOOK_UPDATE, format_checker=_format_checker)
 
 # Messages that never echo the value: jsonschema's own messages quote the instance, and an API key
 # (or its ciphertext) must never come back in an error.
-_SECRET_FIELDS = {"api_key"}
+_SECRET_FIELDS = {"api_key", "passphrase"}
 _FIELD_MESSAGES = {
     "name": "must be a string of 1 to 100 characters (after trimming) without control characters",
     "type": "must be one of: " + ", ".join(PROVIDER_TYPES),
@@ -383,6 +413,7 @@ _FIELD_MESSAGES = {
     "url": "must be an absolute http or https URL with a host, without user-info or fragment, at most 2048 characters",
     "events": "must be a non-empty array of unique event types: " + ", ".join(EVENT_TYPES),
     "description": "must be null or a string of at most 500 characters without control characters",
+    "passphrase": "must be a string of 12 to 1024 characters without whitespace at either end",
 }
 
 
