@@ -161,6 +161,7 @@ async def test_sync_sets_the_models_to_the_upstream_list(api, fake_provider, run
     assert response.code == 200
     synced = response.json()
     assert synced["models"] == ["llama3:8b", "qwen2:7b"]
+    assert synced["last_test"]["missing_models"] == []  # recorded as of the synced list, not the old one
     assert synced["updated_at"] > provider["updated_at"]
     backup = json.loads(runtime.settings.backup_file.read_text())
     assert backup["providers"][0]["models"] == ["llama3:8b", "qwen2:7b"]
