@@ -1,8 +1,8 @@
 """Provider registry: serve the REST API, or export / restore the backup from the command line.
 
     python server.py [--host H] [--port P]
-    python server.py --export [--backup-file F]
-    python server.py --restore [--backup-file F] [--dry-run]
+    python server.py --export [--backup-file F] [--passphrase-file P]
+    python server.py --restore [--backup-file F] [--dry-run] [--passphrase-file P]
     python server.py --create-token NAME --role admin|viewer|consumer [--providers ID,ID] [--expires-in-days N]
     python server.py --list-tokens | --revoke-token NAME
 """
@@ -31,7 +31,7 @@ try:
 except ImportError:  # not built for Windows; run_event_loop falls back to asyncio's own loop
     uvloop = None
 
-from handlers import AccessLog, NotFoundHandler, RequestsInFlight, default_handlers, ui_settings
+from handlers import AccessLog, NotFoundHandler, RequestMetrics, RequestsInFlight, default_handlers, ui_settings
 from handlers.listener import HTTPListener, raise_open_file_limit
 from handlers.request_guard import RequestGuard
 from outbound.client import OutboundClient
@@ -46,9 +46,10 @@ from registry.housekeeping import prepare_at_start_up
 from registry.inventory import Inventory
 from registry.keyring import Keyring, SecretFileError, load_or_create_secret
 from registry.memory import release_freed_memory, return_large_blocks_promptly, tune_garbage_collector
+from registry.metrics import Metrics
 from registry.probes import ProbeService
 from registry.tokens import TokenService
-from registry.webhook_delivery import TRANSFER_SLOTS, WebhookDelivery
+from registry.webhook_delivery import MAX_ANSWER_BYTES, TRANSFER_SLOTS, WebhookDelivery
 from registry.webhooks import WebhookService
 from store.database import (DatabaseError, apply_migrations, connect, corruption_message, is_corruption,
                             load_migrations)
@@ -111,6 +112,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                               "(default: BACKEND_BACKUP_FILE)")
     parser.add_argument("--dry-run", action="store_true",
                         help="with --restore: report what would change, change nothing")
+    parser.add_argument("--passphrase-file", metavar="P",
+                        help="with --export: write a portable export, its keys under the passphrase in file P "
+                             "(to --backup-file, not the server's backup file); with --restore: the passphrase "
+                             "of a portable export")
     args = parser.parse_args(argv)
     if args.create_token is not None and args.role is None:
         parser.error("--create-token needs --role (admin, viewer or consumer)")
@@ -120,6 +125,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--providers takes provider ids separated by commas, such as 1,4,7")
     if args.dry_run and not args.restore:
         parser.error("--dry-run goes with --restore")
+    if args.passphrase_file is not None and not (args.export or args.restore):
+        parser.error("--passphrase-file goes with --export or --restore")
     if args.port is not None and not 1 <= args.port <= 65535:
         parser.error("--port must be from 1 to 65535")
     return args
@@ -147,7 +154,8 @@ def open_runtime(settings: Settings) -> Runtime:
     return Runtime(settings, conn, inventory, TokenService(conn, audit, settings.admin_token), audit, events)
 
 
-def make_app(runtime: Runtime, probes: ProbeService, webhooks: WebhookService) -> tornado.web.Application:
+def make_app(runtime: Runtime, probes: ProbeService, webhooks: WebhookService,
+             metrics: Metrics | None = None) -> tornado.web.Application:
     return tornado.web.Application(
         default_handlers,
         default_handler_class=NotFoundHandler,
@@ -161,13 +169,15 @@ def make_app(runtime: Runtime, probes: ProbeService, webhooks: WebhookService) -
         routes=tuple(default_handlers),
         log_function=AccessLog(),
         requests_in_flight=RequestsInFlight(),
+        metrics=metrics,
+        observe_request=None if metrics is None else RequestMetrics(metrics.registry),
         **ui_settings,
     )
 
 
 def build_service(runtime: Runtime) -> Service:
-    """The outbound clients, the probe and webhook services and the Application, then start-up
-    housekeeping."""
+    """The outbound clients, the probe and webhook services, the metrics (unless BACKEND_METRICS=off)
+    and the Application, then start-up housekeeping."""
     settings = runtime.settings
     # Bulk tests hold at most probe_concurrency transfers; the rest are kept free for single probes.
     ca_bundle = None if settings.probe_ca_bundle is None else str(settings.probe_ca_bundle)
@@ -176,13 +186,19 @@ def build_service(runtime: Runtime) -> Service:
                                   egress=settings.egress, ca_bundle=ca_bundle)
     probes = ProbeService(runtime.inventory, probe_client, settings.probe_concurrency)
     webhook_client = OutboundClient(settings.webhook_timeout_seconds, max_clients=TRANSFER_SLOTS,
-                                    fresh_connections=False, egress=settings.egress, ca_bundle=ca_bundle)
+                                    fresh_connections=False, egress=settings.egress, ca_bundle=ca_bundle,
+                                    max_answer_bytes=MAX_ANSWER_BYTES)
     delivery = WebhookDelivery(runtime.conn, runtime.inventory.keyring, webhook_client,
                                settings.webhook_retry_seconds)
     runtime.events.on_queued = delivery.wake
     webhooks = WebhookService(runtime.conn, runtime.inventory.keyring, runtime.audit, delivery)
+    metrics = Metrics(runtime.inventory) if settings.metrics_enabled else None
+    if metrics is not None:  # before housekeeping, whose backup write counts too
+        probes.observe_probe = metrics.observe_probe
+        runtime.inventory.observe_backup_write = metrics.observe_backup_write
+        delivery.observe_delivery = metrics.observe_delivery
     prepare_at_start_up(runtime.inventory, webhooks)
-    return Service(make_app(runtime, probes, webhooks), probes, webhooks, (probe_client, webhook_client))
+    return Service(make_app(runtime, probes, webhooks, metrics), probes, webhooks, (probe_client, webhook_client))
 
 
 async def serve(runtime: Runtime) -> None:
@@ -243,8 +259,22 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-def run_export(runtime: Runtime, target: Path) -> str:
+def run_export(runtime: Runtime, target: Path, passphrase: str | None = None) -> str:
+    if passphrase is not None:
+        count = runtime.inventory.write_portable_export(target, passphrase, CLI)
+        return f"exported {count} providers to {target}, their keys under the passphrase (a portable export)"
     return f"exported {runtime.inventory.write_backup(target, actor=CLI)} providers to {target}"
+
+
+def read_passphrase_file(path: str) -> str:
+    """The passphrase in `path`: its text (UTF-8) without the line break an editor leaves at the end."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise StartupError(f"cannot read the passphrase file {path}: {exc.strerror}") from None
+    except UnicodeError:
+        raise StartupError(f"the passphrase file {path} is not UTF-8 text") from None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 def run_list_tokens(runtime: Runtime) -> str:
@@ -256,17 +286,17 @@ def run_list_tokens(runtime: Runtime) -> str:
     return "\n".join(lines)
 
 
-def run_restore(runtime: Runtime, source: Path, dry_run: bool) -> str:
+def run_restore(runtime: Runtime, source: Path, dry_run: bool, passphrase: str | None = None) -> str:
     document = backup_file.read_backup_file(source)
     if dry_run:
-        preview = runtime.inventory.preview_restore(document)
+        preview = runtime.inventory.preview_restore(document, passphrase)
         lines = [f"dry run: restoring {source} would add {len(preview.added)}, remove {len(preview.removed)}, "
                  f"change {len(preview.changed)} and leave {preview.unchanged} providers unchanged"]
         lines += [f"  add: {name}" for name in preview.added]
         lines += [f"  remove: {name}" for name in preview.removed]
         lines += [f"  change: {c['name']} ({', '.join(c['fields'])})" for c in preview.changed]
         return "\n".join(lines)
-    restored = runtime.inventory.restore(document, CLI)
+    restored = runtime.inventory.restore(document, CLI, passphrase)
     return f"restored {restored} providers from {source}; backup written to {runtime.inventory.backup_path}"
 
 
@@ -275,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(read_environment(), host=args.host, port=args.port,
-                                 backup_file=None if args.restore else args.backup_file)
+                                 backup_file=None if args.restore or args.passphrase_file else args.backup_file)
         serving = not (args.export or args.restore or args.create_token or args.list_tokens or args.revoke_token)
         if serving and not settings.database_path.exists():
             check_listen_address(settings, tokens_exist=False)  # before anything is created
@@ -295,10 +325,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if args.export or args.restore:
                 file_arg = Path(args.backup_file) if args.backup_file else settings.backup_file
+                passphrase = None if args.passphrase_file is None else read_passphrase_file(args.passphrase_file)
                 if args.export:
-                    print(run_export(runtime, file_arg))
+                    print(run_export(runtime, file_arg, passphrase))
                 else:
-                    print(run_restore(runtime, file_arg, args.dry_run))
+                    print(run_restore(runtime, file_arg, args.dry_run, passphrase))
                 return 0
             check_listen_address(settings, tokens_exist=runtime.tokens.auth_enabled)
             run_event_loop(serve(runtime))

@@ -205,6 +205,19 @@ def is_api_path(path: str) -> bool:
     return path == "/api" or path.startswith("/api/")
 
 
+def is_guarded_path(path: str) -> bool:
+    """The paths under the Origin rule, CORS and authentication: the API and /metrics."""
+    return is_api_path(path) or path == "/metrics"
+
+
+def report_answered(handler: RequestHandler) -> None:
+    """Tell the request metrics (the `observe_request` setting, handlers/metrics.py; absent when
+    BACKEND_METRICS=off) of a request that has been answered."""
+    observe = handler.settings.get("observe_request")
+    if observe is not None:
+        observe(handler)
+
+
 def refuse_foreign_host(handler: RequestHandler, loopback_only: bool) -> None:
     """403 for a `Host` the server does not answer to (DNS rebinding); see request_guard."""
     refusal = handler.settings["request_guard"].host_refusal(handler.request.host, loopback_only)
@@ -230,13 +243,17 @@ class BaseHandler(AnnouncesClose, JsonErrors, RequestHandler):
             self._in_flight.count += 1
 
     def on_finish(self) -> None:
-        if self._in_flight is not None:
-            self._in_flight.count -= 1
-            self._in_flight = None
+        self._leave_in_flight()
+        report_answered(self)
 
     def on_connection_close(self) -> None:
         super().on_connection_close()  # fails a streaming body's future, so the request ends
-        self.on_finish()  # a client gone mid-request is no longer in flight
+        self._leave_in_flight()  # a client gone mid-request is no longer in flight (nor answered yet)
+
+    def _leave_in_flight(self) -> None:
+        if self._in_flight is not None:
+            self._in_flight.count -= 1
+            self._in_flight = None
 
     @property
     def inventory(self) -> Inventory:
@@ -258,7 +275,7 @@ class BaseHandler(AnnouncesClose, JsonErrors, RequestHandler):
             self.request_id = self._incoming_request_id() or next(_request_ids)
         self.set_header("X-Request-Id", self.request_id)
         origin = self.request.headers.get("Origin")
-        if origin is not None and is_api_path(self.request.path):
+        if origin is not None and is_guarded_path(self.request.path):
             for name, value in self.guard.cors_headers(origin).items():
                 self.set_header(name, value)
 
@@ -269,7 +286,7 @@ class BaseHandler(AnnouncesClose, JsonErrors, RequestHandler):
         open_mode = loopback_only(self)
         if self.request.path != "/ping":
             refuse_foreign_host(self, open_mode)
-        if is_api_path(self.request.path):
+        if is_guarded_path(self.request.path):
             headers = self.request.headers
             origin = headers.get("Origin")
             refusal = self.guard.origin_refusal(origin, headers.get("Sec-Fetch-Site"), self.request.host)
@@ -444,6 +461,9 @@ class GuardedStaticFileHandler(AnnouncesClose, JsonErrors, StaticFileHandler):
 
     def data_received(self, chunk: bytes) -> None:
         pass  # nothing here reads a body
+
+    def on_finish(self) -> None:
+        report_answered(self)
 
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
         if "\x00" in absolute_path:

@@ -13,6 +13,7 @@ from typing import Any
 
 from registry import schemas
 from registry.access import roles_with
+from registry.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from handlers.base import BaseHandler, GuardedStaticFileHandler
 
 # Located, not imported: the package's Python side (Jinja2, YAML) is not needed to serve its files.
@@ -144,6 +145,11 @@ def _build_openapi(routes: tuple[tuple[str, type], ...]) -> dict[str, Any]:
         "/ping": {"get": _operation("ping", "service", "Liveness", {"200": _json(
             {"type": "object", "properties": {"status": {"const": "ok"}}, "required": ["status"]}, "Alive.")},
             public=True)},
+        "/metrics": {"get": {**_operation("getMetrics", "service", "Prometheus metrics (open when no authentication "
+                                          "is configured; a viewer sees only its providers' series)", {
+            "200": {"description": "The Prometheus text format.",
+                    "content": {METRICS_CONTENT_TYPE: {"schema": {"type": "string"}}}},
+            "404": _json(_ref("Error"), "Metrics are off (BACKEND_METRICS=off).")})}},
         "/api/providers": {
             "get": _operation("listProviders", "providers", "List providers (ordered by id)", {
                 "200": {**_json({"type": "array", "items": _ref("Provider")}, "One page of providers."),
@@ -197,6 +203,11 @@ def _build_openapi(routes: tuple[tuple[str, type], ...]) -> dict[str, Any]:
         "/api/admin/providers/export": {
             "get": _operation("exportBackup", "backup", "The backup document",
                               {"200": _json(_ref("BackupDocument"), "The whole inventory.")}),
+            "post": _operation("exportPortableBackup", "backup",
+                               "A portable export: the backup document with its keys under a passphrase (scrypt; "
+                               "see key_wrap) instead of the server's secret",
+                               {"200": _json(_ref("BackupDocument"), "The whole inventory, keys under the passphrase."),
+                                **_errors(400, 413, 422)}, body=_ref("PortableExport")),
         },
         "/api/admin/providers/restore": {
             "post": _operation(
@@ -207,7 +218,10 @@ def _build_openapi(routes: tuple[tuple[str, type], ...]) -> dict[str, Any]:
                  **_errors(400, 409, 413, 422)},
                 body=_ref("BackupDocument"), body_required=False,
                 parameters=[{"name": "dry_run", "in": "query", "required": False,
-                             "schema": {"type": "string", "enum": ["true", "false"]}}]),
+                             "schema": {"type": "string", "enum": ["true", "false"]}},
+                            {"name": "X-Backup-Passphrase", "in": "header", "required": False,
+                             "schema": {"type": "string"},
+                             "description": "The passphrase of a portable export (UTF-8)."}]),
         },
         "/api/providers/{provider_id}/credentials": {
             "parameters": [_PROVIDER_ID],
@@ -315,6 +329,8 @@ def _build_openapi(routes: tuple[tuple[str, type], ...]) -> dict[str, Any]:
                 "Role": schemas.TOKEN_CREATE["properties"]["role"],
                 "Token": schemas.TOKEN,
                 "TokenCreate": schemas.TOKEN_CREATE,
+                "PortableExport": schemas.PORTABLE_EXPORT,
+                "KeyWrap": schemas.KEY_WRAP,
                 "Health": schemas.HEALTH,
                 "Event": schemas.EVENT,
                 "Webhook": schemas.WEBHOOK,

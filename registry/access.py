@@ -17,11 +17,12 @@ MANAGE_TOKENS = "tokens.manage"
 READ_AUDIT = "audit.read"
 READ_OWN_TOKEN = "tokens.self"
 MANAGE_WEBHOOKS = "webhooks.manage"
+READ_METRICS = "metrics.read"            # /metrics: a consumer (an application spending keys) has no need
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({READ_PROVIDERS, CHANGE_PROVIDERS, READ_CREDENTIALS, MANAGE_BACKUP, MANAGE_TOKENS,
-                        READ_AUDIT, READ_OWN_TOKEN, MANAGE_WEBHOOKS}),
-    "viewer": frozenset({READ_PROVIDERS, READ_OWN_TOKEN}),
+                        READ_AUDIT, READ_OWN_TOKEN, MANAGE_WEBHOOKS, READ_METRICS}),
+    "viewer": frozenset({READ_PROVIDERS, READ_OWN_TOKEN, READ_METRICS}),
     "consumer": frozenset({READ_PROVIDERS, READ_CREDENTIALS, READ_OWN_TOKEN}),
 }
 ROLES = tuple(ROLE_PERMISSIONS)

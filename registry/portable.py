@@ -5,7 +5,7 @@ keys with the passphrase and encrypts them again under the receiving server's cu
 
 The passphrase is checked against `key_wrap.check` (a token of a fixed text under the derived key),
 so a wrong one is refused even by a document without keys. The scrypt cost in a document is
-bounded (`KEY_WRAP` schema): a document cannot make a restore spend unbounded memory or time.
+bounded (the `KEY_WRAP` schema): a document cannot make a restore spend unbounded memory or time.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from registry.errors import BadRequest, Conflict
+from registry.errors import BadRequest, Conflict, Invalid
 from registry.keyring import Keyring
 
 MIN_PASSPHRASE_LENGTH = 12
@@ -72,13 +72,18 @@ def unwrap(document: dict[str, Any], keyring: Keyring, passphrase: str | None) -
     if passphrase is None:
         raise PassphraseNeeded()
     key_wrap = document["key_wrap"]
-    fernet = _fernet(passphrase, base64.b64decode(key_wrap["salt"]), key_wrap["n"], key_wrap["r"], key_wrap["p"])
     try:
+        # int(): JSON Schema's integers include 16384.0
+        fernet = _fernet(passphrase, base64.b64decode(key_wrap["salt"], validate=True), int(key_wrap["n"]),
+                         int(key_wrap["r"]), int(key_wrap["p"]))
         if fernet.decrypt(key_wrap["check"].encode("ascii")) != _CHECK_TEXT:
             raise WrongPassphrase()
         providers = [{**record, "api_key": None if record["api_key"] is None
                       else keyring.encrypt(fernet.decrypt(record["api_key"].encode("ascii")).decode("utf-8"))}
                      for record in document["providers"]]
+    except MemoryError:  # OpenSSL's own limit on scrypt's memory, below ours on some builds
+        raise Invalid("The portable export's scrypt parameters ask for more memory than a restore allows.",
+                      [{"path": "/key_wrap/n", "message": "asks for too much memory"}]) from None
     except (InvalidToken, ValueError, UnicodeError):
         raise WrongPassphrase() from None
     return {key: value for key, value in document.items() if key != "key_wrap"} | {"providers": providers}

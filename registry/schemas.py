@@ -188,9 +188,11 @@ KEY_WRAP = {
                    "with scrypt, these parameters and salt; `check` proves the passphrase.",
     "properties": {
         "kdf": {"const": "scrypt"},
-        # Bounded: a hostile document must not make a restore spend gigabytes or minutes.
-        "n": {"type": "integer", "enum": [2**k for k in range(14, 21)]},
-        "r": {"type": "integer", "minimum": 1, "maximum": 16},
+        # Bounded: a hostile document must not make a restore spend gigabytes or minutes (scrypt takes
+        # 128 × n × r bytes: at most 64 MiB here, twice what this release writes); scrypt itself
+        # wants n < 2^(16 r), which r >= 2 always gives.
+        "n": {"type": "integer", "enum": [2**14, 2**15, 2**16]},
+        "r": {"type": "integer", "minimum": 2, "maximum": 8},
         "p": {"type": "integer", "minimum": 1, "maximum": 4},
         "salt": {"type": "string", "minLength": 16, "maxLength": 128, "pattern": _BASE64},
         "cipher": {"const": "fernet"},

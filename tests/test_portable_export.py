@@ -121,8 +121,9 @@ async def test_a_wrong_passphrase_is_refused_even_for_an_export_without_keys(api
     assert response.code == 409
 
 
-@pytest.mark.parametrize("field, value", [("n", 2**30), ("n", 1000), ("r", 1000), ("p", 64), ("kdf", "pbkdf2"),
-                                          ("salt", "!!not base64!!"), ("extra", 1)])
+@pytest.mark.parametrize("field, value", [
+    ("n", 2**30), ("n", 2**17), ("n", 1000), ("r", 9), ("r", 1), ("r", 1000), ("p", 64), ("kdf", "pbkdf2"),
+    ("salt", "!!not base64!!"), ("extra", 1)])
 async def test_a_key_wrap_outside_the_bounds_is_422_before_any_work(api, field, value):
     await seed(api)
     document = (await portable_export(api)).json()
@@ -206,3 +207,15 @@ def test_the_command_line_refuses_a_portable_export_over_the_backup_file_and_a_b
     assert missing.returncode == 1 and "cannot read the passphrase file" in missing.stderr
     alone = run_cli(["--passphrase-file", str(secret_file)], env, tmp_path)
     assert alone.returncode == 1 and "goes with --export or --restore" in alone.stderr
+
+
+@pytest.mark.parametrize("change", [{"salt": "AAAAAAAAAAAAAAAAA"}, {"check": "x"}, {"salt": "A" * 22 + "=="},
+                                    {"n": 16384.0, "r": 8.0, "p": 1.0}])
+@pytest.mark.parametrize("passphrase", ["", PASSPHRASE])
+async def test_a_malformed_key_wrap_or_an_empty_passphrase_is_a_clear_4xx_never_a_500(api, change, passphrase):
+    document = (await portable_export(api)).json()
+    document["key_wrap"].update(change)
+    response = await api.post("/api/admin/providers/restore?dry_run=true", json=document,
+                              headers=passphrase_header(passphrase))
+    assert response.code in (409, 422), response.body
+    assert response.json()["detail"]

@@ -111,7 +111,7 @@ def test_every_operation_has_an_operation_id_and_a_tag_and_shared_schemas_are_re
     document = build_openapi(tuple(default_handlers))
     ids = [op["operationId"] for item in document["paths"].values() for method, op in item.items()
            if method != "parameters"]
-    assert len(ids) == len(set(ids)) == 30
+    assert len(ids) == len(set(ids)) == 32
     assert all(op["tags"] for item in document["paths"].values() for method, op in item.items()
                if method != "parameters")
     components = document["components"]["schemas"]
@@ -144,7 +144,7 @@ async def test_openapi_document_lists_every_route_with_bearer_security(api, app)
                 "/api/providers/{provider_id}/credentials", "/api/resolve", "/api/tokens", "/api/tokens/self",
                 "/api/tokens/{token_id}", "/api/audit", "/api/providers/{provider_id}/events", "/api/events",
                 "/api/webhooks", "/api/webhooks/{webhook_id}", "/api/webhooks/{webhook_id}/ping",
-                "/api/webhooks/{webhook_id}/deliveries"}
+                "/api/webhooks/{webhook_id}/deliveries", "/metrics"}
     assert set(document["paths"]) == expected
     for path, item in document["paths"].items():
         for method, operation in item.items():
