@@ -168,6 +168,7 @@ def test_restore_shows_the_dry_run_diff_then_restores_on_confirm(page, run_serve
     http_json("DELETE", f"{server.url}/api/providers/{deleted['id']}")
     http_json("POST", server.url + "/api/providers", {"name": "Added later", "base_url": "https://r.example.com"})
 
+    sent = restore_requests(page)
     page.goto(server.url + "/ui/")
     expect(row(page, "Added later")).to_be_visible()
     page.set_input_files("#restore-file", str(backup))
@@ -177,6 +178,7 @@ def test_restore_shows_the_dry_run_diff_then_restores_on_confirm(page, run_serve
     expect(diff).to_contain_text("Will be removed (1)")
     expect(diff).to_contain_text("Added later")
     expect(diff).to_contain_text("Unchanged: 1")
+    expect(page.locator("#restore-unlock")).to_be_hidden()  # a plain backup asks for no passphrase
     screenshot(page, "restore-preview")
     assert {p["name"] for p in http_json("GET", server.url + "/api/providers")[1]} == {"Kept", "Added later"}
     page.get_by_role("button", name="Replace the inventory").click()
@@ -184,6 +186,7 @@ def test_restore_shows_the_dry_run_diff_then_restores_on_confirm(page, run_serve
     expect(row(page, "Deleted later")).to_be_visible()
     expect(row(page, "Added later")).to_have_count(0)
     assert {p["name"] for p in http_json("GET", server.url + "/api/providers")[1]} == {"Kept", "Deleted later"}
+    assert len(sent) == 2 and all(request.header_value("x-backup-passphrase") is None for request in sent)
 
 
 def test_an_invalid_backup_file_is_refused_without_a_confirm_step(page, run_server, tmp_path):
@@ -681,3 +684,196 @@ def test_events_and_webhooks_views_fit_a_phone(browser, run_server, threaded_fak
         page.keyboard.press("Escape")
         expect(page.locator(dialog)).to_be_hidden()
     context.close()
+
+
+# -- portable exports ------------------------------------------------------------------------------
+
+PASSPHRASE = "Grüße aus Köln ☃ 2024"  # not ASCII: its UTF-8 bytes travel in the X-Backup-Passphrase header
+PORTABLE_FILE = re.compile(r"provider-registry-portable-\d{4}-\d{2}-\d{2}\.json")
+
+
+def export_requests(page) -> list:
+    """Every request the page sends to the export endpoint, as it sends it."""
+    sent: list = []
+    page.on("request", lambda request: sent.append(request) if "/api/admin/providers/export" in request.url else None)
+    return sent
+
+
+def restore_requests(page) -> list:
+    sent: list = []
+    page.on("request", lambda request: sent.append(request) if "/api/admin/providers/restore" in request.url else None)
+    return sent
+
+
+def download_portable_export(page, passphrase: str) -> tuple[str, str]:
+    """Through the page's dialog: (the suggested file name, the file's text)."""
+    page.get_by_role("button", name="Download portable export…").click()
+    page.fill("#p-passphrase", passphrase)
+    page.fill("#p-confirm", passphrase)
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download", exact=True).click()
+    download = download_info.value
+    return download.suggested_filename, Path(download.path()).read_text(encoding="utf-8")
+
+
+def test_portable_export_checks_the_passphrase_at_the_field_then_downloads(page, run_server):
+    server = run_server(SECRET)
+    keys = {"Portable one": "sk-portable-one-0123456789", "Portable two": "sk-portable-two-9876543210"}
+    for name, key in keys.items():
+        create_provider(server, name, "https://pe.example.com/v1", api_key=key)
+    sent = export_requests(page)
+    page.goto(server.url + "/ui/")
+    expect(row(page, "Portable two")).to_be_visible()
+    page.get_by_role("button", name="Download portable export…").click()
+    dialog = page.locator("#portable-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#portable-hint")).to_contain_text("instead of this server's secret")
+    expect(page.locator("#portable-hint")).to_contain_text("not stored anywhere")
+    assert page.evaluate("document.activeElement.id") == "p-passphrase"
+    for field in ("#p-passphrase", "#p-confirm"):
+        expect(page.locator(field)).to_have_attribute("type", "password")
+
+    page.fill("#p-passphrase", "a long enough passphrase")
+    page.fill("#p-confirm", "a long enough passphrasf")
+    page.get_by_role("button", name="Download", exact=True).click()
+    expect(page.locator("#pe-confirm")).to_have_text("The two passphrases do not match.")
+    expect(page.locator("#p-confirm")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#pe-passphrase")).to_be_hidden()
+    screenshot(page, "portable-export-mismatch")
+
+    page.fill("#p-passphrase", "too short")
+    page.fill("#p-confirm", "too short")
+    page.locator("#p-confirm").press("Enter")  # the keyboard submits too
+    expect(page.locator("#pe-passphrase")).to_contain_text("at least 12 characters")
+    expect(page.locator("#p-passphrase")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#pe-confirm")).to_be_hidden()
+    page.fill("#p-passphrase", " space in front of it")
+    page.fill("#p-confirm", " space in front of it")
+    page.get_by_role("button", name="Download", exact=True).click()
+    expect(page.locator("#pe-passphrase")).to_contain_text("whitespace")
+    page.wait_for_timeout(200)
+    assert sent == [], "a refused passphrase was sent"
+    assert dialog.is_visible()
+
+    too_long = "x" * 1025  # the page leaves the upper bound to the API: its 422 shows at the field
+    page.fill("#p-passphrase", too_long)
+    page.fill("#p-confirm", too_long)
+    page.get_by_role("button", name="Download", exact=True).click()
+    expect(page.locator("#pe-passphrase")).to_contain_text("12 to 1024 characters")
+    assert len(sent) == 1 and sent[0].method == "POST"
+    assert too_long not in page.locator("#pe-passphrase").inner_text()
+
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    page.get_by_role("button", name="Download portable export…").click()
+    expect(page.locator("#p-passphrase")).to_have_value("")  # closing cleared both fields and the errors
+    expect(page.locator("#p-confirm")).to_have_value("")
+    expect(page.locator("#pe-passphrase")).to_be_hidden()
+    page.locator("#portable-cancel").click()
+
+    filename, text = download_portable_export(page, PASSPHRASE)
+    expect(dialog).to_be_hidden()
+    assert PORTABLE_FILE.fullmatch(filename), filename
+    assert json.loads(sent[-1].post_data) == {"passphrase": PASSPHRASE}
+    document = json.loads(text)
+    assert document["format"] == "provider-registry-backup"
+    assert isinstance(document["key_wrap"], dict) and document["key_wrap"]["kdf"] == "scrypt"
+    wrapped = {record["name"]: record["api_key"] for record in document["providers"]}
+    assert set(wrapped) == set(keys)
+    assert all(wrapped[name] and wrapped[name] != key for name, key in keys.items())
+    assert not any(key in text or key[-12:] in text for key in keys.values())
+    plain = http_json("GET", server.url + "/api/admin/providers/export")[1]
+    assert {r["name"]: r["api_key"] for r in plain["providers"]}.keys() == wrapped.keys()
+    assert all(r["api_key"] != wrapped[r["name"]] for r in plain["providers"])  # not under the server's secret
+    expect(page.locator("#banner")).to_contain_text("portable export of 2 providers")
+    page.get_by_role("button", name="Download portable export…").click()
+    expect(page.locator("#p-passphrase")).to_have_value("")
+    expect(page.locator("#p-confirm")).to_have_value("")
+    assert PASSPHRASE not in page.content()
+
+
+def test_portable_export_restores_into_a_server_with_another_secret(
+        page, run_server, threaded_fake_provider, tmp_path):
+    source = run_server(SECRET)
+    probed = create_provider(source, "Probed after the move", threaded_fake_provider.url + "/v1",
+                             api_key="sk-moved-0123456789")
+    create_provider(source, "Second moved", "https://m.example.com/v1", api_key="sk-second-moved-abcdef")
+    create_provider(source, "Without a key", "https://n.example.com/v1")
+    originals = {p["name"]: p for p in http_json("GET", source.url + "/api/providers")[1]}
+    page.goto(source.url + "/ui/")
+    expect(row(page, "Without a key")).to_be_visible()
+    filename, text = download_portable_export(page, PASSPHRASE)
+    portable = tmp_path / filename
+    portable.write_text(text, encoding="utf-8")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = run_server({"BACKEND_API_KEY_SECRET": "another-registry-secret"}, cwd=elsewhere)
+    create_provider(target, "Only on the target", "https://t.example.com/v1", api_key="sk-target-0123456789")
+    before = http_json("GET", target.url + "/api/providers")[1]
+    sent = restore_requests(page)
+    page.goto(target.url + "/ui/")
+    expect(row(page, "Only on the target")).to_be_visible()
+
+    page.set_input_files("#restore-file", str(portable))
+    dialog = page.locator("#restore-dialog")
+    expect(page.locator("#restore-unlock")).to_be_visible()
+    expect(page.locator("#r-passphrase")).to_have_attribute("type", "password")
+    expect(page.locator("#r-passphrase")).to_be_focused()
+    expect(page.get_by_role("button", name="Replace the inventory")).to_be_disabled()
+    expect(page.locator("#restore-diff")).to_be_empty()
+    screenshot(page, "restore-portable-passphrase")
+    page.wait_for_timeout(200)
+    assert sent == [], "the page previewed a portable export before asking for its passphrase"
+
+    page.fill("#r-passphrase", "not the passphrase at all")
+    page.get_by_role("button", name="Preview the restore").click()
+    wrong = page.locator("#re-passphrase")
+    expect(wrong).to_have_text("The passphrase does not open this export's keys; nothing was changed.")
+    expect(page.locator("#r-passphrase")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_role("button", name="Replace the inventory")).to_be_disabled()
+    screenshot(page, "restore-portable-wrong-passphrase")
+    assert len(sent) == 1 and "dry_run=true" in sent[0].url
+    assert sent[0].header_value("x-backup-passphrase") is not None
+    assert http_json("GET", target.url + "/api/providers")[1] == before
+    expect(page.locator("#providers tbody tr")).to_have_count(1)
+
+    page.keyboard.press("Escape")  # closing forgets the passphrase; choosing the file again asks again
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#r-passphrase")).to_have_value("")
+    page.set_input_files("#restore-file", str(portable))
+    expect(page.locator("#restore-unlock")).to_be_visible()
+    expect(page.locator("#r-passphrase")).to_have_value("")
+    expect(wrong).to_be_hidden()
+
+    page.fill("#r-passphrase", PASSPHRASE)
+    page.locator("#r-passphrase").press("Enter")
+    diff = page.locator("#restore-diff")
+    expect(diff).to_contain_text("Will be added (2)")  # restore keeps ids: the target's id 1 changes
+    expect(diff).to_contain_text("Second moved")
+    expect(diff).to_contain_text("Will change (1)")
+    expect(diff).to_contain_text("Probed after the move (name, base_url, api_key")
+    expect(page.locator("#restore-unlock")).to_be_hidden()
+    expect(page.locator("#r-passphrase")).to_have_value("")
+    expect(page.locator("#restore-cancel")).to_be_focused()  # Enter does not replace the inventory
+    screenshot(page, "restore-portable-preview")
+    assert http_json("GET", target.url + "/api/providers")[1] == before  # a dry run changes nothing
+    page.get_by_role("button", name="Replace the inventory").click()
+    expect(dialog).to_be_hidden()
+    expect(row(page, "Only on the target")).to_have_count(0)
+    for name, original in originals.items():
+        expected = original["api_key_preview"] if original["has_api_key"] else "none"
+        expect(row(page, name).locator("td.key")).to_have_text(expected)
+    previews = [sent_request.header_value("x-backup-passphrase") is not None for sent_request in sent]
+    assert len(sent) == 3 and all(previews)  # wrong dry run, right dry run, restore: each with the header
+    assert "dry_run" not in sent[-1].url
+
+    restored = {p["name"]: p for p in http_json("GET", target.url + "/api/providers")[1]}
+    assert set(restored) == set(originals)
+    for name, original in originals.items():
+        assert (restored[name]["has_api_key"], restored[name]["api_key_preview"]) == (
+            original["has_api_key"], original["api_key_preview"]), name
+    # The key was encrypted again under the target's own secret: the target can use it.
+    assert http_json("POST", f"{target.url}/api/providers/{probed['id']}/test")[1]["status"] == "online"
+    assert threaded_fake_provider.requests[-1].headers["authorization"] == "Bearer sk-moved-0123456789"
+    assert PASSPHRASE not in page.content()

@@ -29,10 +29,11 @@ export function forgetToken() {
 }
 
 /** Calls the API; resolves to the parsed JSON (or null for an empty body). On 401 it asks for the
- * token and tries again. Throws ApiError (with `errors` for 422) or ServerUnreachable. */
-export async function api(method, path, body) {
+ * token and tries again. Throws ApiError (with `errors` for 422) or ServerUnreachable.
+ * `options.headers` adds request headers (their values as Latin-1 strings, as fetch sends them). */
+export async function api(method, path, body, options = {}) {
   for (let attempt = 0; attempt < 4; attempt += 1) {
-    const headers = { Accept: "application/json" };
+    const headers = { ...options.headers, Accept: "application/json" };
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers.Authorization = `Bearer ${token}`;
     const init = { method, headers, cache: "no-store" };

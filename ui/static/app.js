@@ -1,5 +1,6 @@
 // The admin page: list, filter, add, edit, test, delete providers; health, history, model discovery,
-// export and restore. Uses only the public JSON API (api.js); builds DOM only from text (dom.js).
+// export (plain, or portable under a passphrase) and restore. Uses only the public JSON API (api.js);
+// builds DOM only from text (dom.js).
 import { api, ApiError, ServerUnreachable, setTokenPrompt } from "./api.js";
 import { latencyChart } from "./chart.js";
 import { $, ago, clear, el, ms } from "./dom.js";
@@ -12,7 +13,6 @@ const FIELDS = ["name", "type", "base_url", "api_key", "models", "is_active"];
 let providers = [];
 let editing = null;        // the provider being edited, or null when adding
 let detailsFor = null;     // the provider whose details dialog is open
-let pendingRestore = null; // the backup document awaiting confirmation
 
 // -- feedback ---------------------------------------------------------------------------------
 
@@ -327,62 +327,217 @@ async function discover(button) {
 
 // -- export and restore -------------------------------------------------------------------------
 
-async function downloadExport() {
-  const response = await guarded(() => api("GET", "/api/admin/providers/export"));
-  if (!response) return;
-  const blob = new Blob([response.text], { type: "application/json" });
-  const link = el("a", { href: URL.createObjectURL(blob), download: "provider-registry-backup.json" });
+const MIN_PASSPHRASE_LENGTH = 12;  // as the API's portable export requires
+
+function saveDownload(text, filename) {
+  const blob = new Blob([text], { type: "application/json" });
+  const link = el("a", { href: URL.createObjectURL(blob), download: filename });
   document.body.append(link);
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
 }
 
-async function previewRestore(input) {
+async function downloadExport() {
+  const response = await guarded(() => api("GET", "/api/admin/providers/export"));
+  if (!response) return;
+  saveDownload(response.text, "provider-registry-backup.json");
+}
+
+/** A message under `input` in `box` (the page's field-error style), or none for "". */
+function fieldError(input, box, message) {
+  box.textContent = message;
+  box.hidden = !message;
+  if (message) input.setAttribute("aria-invalid", "true");
+  else input.removeAttribute("aria-invalid");
+}
+
+/** Why the API would refuse `passphrase` for a portable export, or "". */
+function passphraseProblem(passphrase) {
+  if ([...passphrase].length < MIN_PASSPHRASE_LENGTH) {  // characters, not UTF-16 units, as the server counts
+    return `The passphrase must be at least ${MIN_PASSPHRASE_LENGTH} characters long.`;
+  }
+  if (passphrase !== passphrase.trim()) return "The passphrase must not start or end with whitespace.";
+  return "";
+}
+
+/** The X-Backup-Passphrase header. fetch sends a header's characters as Latin-1 bytes and the server
+ * reads the bytes as UTF-8, so each UTF-8 byte of the passphrase goes as one character. */
+function passphraseHeaders(passphrase) {
+  return { "X-Backup-Passphrase": String.fromCharCode(...new TextEncoder().encode(passphrase)) };
+}
+
+function today() {
+  const now = new Date();
+  return [now.getFullYear(), now.getMonth() + 1, now.getDate()].map((n) => String(n).padStart(2, "0")).join("-");
+}
+
+function resetPortableForm() {
+  $("#portable-form").reset();  // both passphrase fields
+  fieldError($("#p-passphrase"), $("#pe-passphrase"), "");
+  fieldError($("#p-confirm"), $("#pe-confirm"), "");
+  $("#p-error").hidden = true;
+}
+
+function openPortableExport() {
+  resetPortableForm();
+  $("#portable-dialog").showModal();
+  $("#p-passphrase").focus();
+}
+
+async function downloadPortableExport(event) {
+  event.preventDefault();
+  const input = $("#p-passphrase");
+  const again = $("#p-confirm");
+  const passphrase = input.value;
+  fieldError(input, $("#pe-passphrase"), passphraseProblem(passphrase));
+  fieldError(again, $("#pe-confirm"), again.value === passphrase ? "" : "The two passphrases do not match.");
+  $("#p-error").hidden = true;
+  const firstInvalid = document.querySelector("#portable-form [aria-invalid=true]");
+  if (firstInvalid) {
+    firstInvalid.focus();
+    return;
+  }
+  const dialog = $("#portable-dialog");
+  await busy($("#portable-download"), async () => {
+    let response;
+    try {
+      response = await api("POST", "/api/admin/providers/export", { passphrase });
+    } catch (error) {
+      const atField = error instanceof ApiError && error.status === 422 ?
+        error.errors.filter((e) => e.path === "/passphrase").map((e) => e.message) : [];
+      if (atField.length) {
+        fieldError(input, $("#pe-passphrase"), atField.join("; "));
+        input.focus();
+      } else {
+        $("#p-error").textContent = describe(error);
+        $("#p-error").hidden = false;
+      }
+      return;
+    }
+    if (!dialog.open) return;  // cancelled while the server was exporting
+    dialog.close();
+    saveDownload(response.text, `provider-registry-portable-${today()}.json`);
+    const count = response.data.providers.length;
+    showBanner(`Downloaded a portable export of ${count} provider${count === 1 ? "" : "s"}. ` +
+      "Its keys open only with the passphrase: keep it safe.", "info");
+  });
+}
+
+/** The restore under way while the restore dialog is open: the file's text, the passphrase of a
+ * portable export once entered, and whether its dry run passed. Dropped, passphrase and all, when
+ * the dialog closes. */
+let restoring = null;
+
+/** A document with a top-level `key_wrap` object is a portable export. */
+function isPortable(text) {
+  let parsed;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return false;  // not JSON: the dry run says why
+  }
+  const keyWrap = parsed && typeof parsed === "object" ? parsed.key_wrap : null;
+  return Boolean(keyWrap) && typeof keyWrap === "object" && !Array.isArray(keyWrap);
+}
+
+function restoreOptions(current) {
+  return current.passphrase === null ? {} : { headers: passphraseHeaders(current.passphrase) };
+}
+
+async function chooseRestoreFile(input) {
   const file = input.files[0];
   input.value = "";
   if (!file) return;
   const text = await file.text();
-  const error = $("#restore-error");
-  const diff = clear($("#restore-diff"));
-  error.hidden = true;
+  const current = { text, portable: isPortable(text), passphrase: null, previewed: false };
+  restoring = current;
+  $("#restore-error").hidden = true;
+  clear($("#restore-diff"));
   $("#restore-confirm").disabled = true;
   $("#restore-title").textContent = `Restore from ${file.name}`;
+  $("#restore-unlock").hidden = !current.portable;
   $("#restore-dialog").showModal();
+  if (current.portable) $("#r-passphrase").focus();
+  else await previewRestore(current);
+}
+
+async function unlockRestore(event) {
+  event.preventDefault();
+  const current = restoring;
+  const input = $("#r-passphrase");
+  if (!current) return;
+  if (!input.value) {
+    fieldError(input, $("#re-passphrase"), "Enter the passphrase the file was exported with.");
+    input.focus();
+    return;
+  }
+  current.passphrase = input.value;
+  await busy($("#r-unlock"), () => previewRestore(current));
+}
+
+async function previewRestore(current) {
+  const error = $("#restore-error");
+  const input = $("#r-passphrase");
+  error.hidden = true;
+  fieldError(input, $("#re-passphrase"), "");
+  let data;
   try {
-    const { data } = await api("POST", "/api/admin/providers/restore?dry_run=true", text);
-    const section = (title, items) => [el("h3", { text: `${title} (${items.length})` }),
-      items.length ? el("ul", {}, items) : el("p", { class: "muted", text: "none" })];
-    diff.append(el("div", { class: "diff" },
-      el("p", { text: "Nothing has changed yet. Restoring replaces the whole inventory with the file's:" }),
-      ...section("Will be added", data.added.map((n) => el("li", { text: n }))),
-      ...section("Will be removed", data.removed.map((n) => el("li", { text: n }))),
-      ...section("Will change", data.changed.map((c) => el("li", {}, el("strong", { text: c.name }),
-        ` (${c.fields.join(", ")})`))),
-      el("p", { text: `Unchanged: ${data.unchanged}` })));
-    pendingRestore = text;
-    $("#restore-confirm").disabled = false;
+    ({ data } = await api("POST", "/api/admin/providers/restore?dry_run=true", current.text, restoreOptions(current)));
   } catch (err) {
-    pendingRestore = null;
+    if (restoring !== current) return;  // the dialog was closed meanwhile
+    current.passphrase = null;
+    // A passphrase that does not open the keys is a 409 without field errors (duplicates have some).
+    if (current.portable && err instanceof ApiError && err.status === 409 && err.errors.length === 0) {
+      fieldError(input, $("#re-passphrase"), err.message);
+      input.select();
+      input.focus();
+      return;
+    }
     error.textContent = `This file cannot be restored: ${describe(err)}`;
     error.hidden = false;
+    return;
   }
+  if (restoring !== current) return;
+  $("#restore-unlock").hidden = true;
+  input.value = "";
+  const section = (title, items) => [el("h3", { text: `${title} (${items.length})` }),
+    items.length ? el("ul", {}, items) : el("p", { class: "muted", text: "none" })];
+  $("#restore-diff").replaceChildren(el("div", { class: "diff" },
+    el("p", { text: "Nothing has changed yet. Restoring replaces the whole inventory with the file's:" }),
+    ...section("Will be added", data.added.map((n) => el("li", { text: n }))),
+    ...section("Will be removed", data.removed.map((n) => el("li", { text: n }))),
+    ...section("Will change", data.changed.map((c) => el("li", {}, el("strong", { text: c.name }),
+      ` (${c.fields.join(", ")})`))),
+    el("p", { text: `Unchanged: ${data.unchanged}` })));
+  current.previewed = true;
+  $("#restore-confirm").disabled = false;
+  $("#restore-cancel").focus();  // not the destructive button: Enter must not replace the inventory
 }
 
 async function confirmRestore(button) {
-  if (pendingRestore === null) return;
+  const current = restoring;
+  if (!current || !current.previewed) return;
   await busy(button, async () => {
     try {
-      const { data } = await api("POST", "/api/admin/providers/restore", pendingRestore);
-      pendingRestore = null;
+      const { data } = await api("POST", "/api/admin/providers/restore", current.text, restoreOptions(current));
       $("#restore-dialog").close();
       showBanner(`Restored ${data.restored} providers.`, "info");
       await refresh();
     } catch (error) {
+      if (restoring !== current) return;
       $("#restore-error").textContent = describe(error);
       $("#restore-error").hidden = false;
     }
   });
+}
+
+function endRestore() {
+  if (restoring) restoring.passphrase = null;  // also for an answer still on its way
+  restoring = null;
+  $("#r-passphrase").value = "";
+  fieldError($("#r-passphrase"), $("#re-passphrase"), "");
+  $("#restore-unlock").hidden = true;
 }
 
 // -- the token ----------------------------------------------------------------------------------
@@ -414,8 +569,14 @@ function start() {
   startWebhookViews(confirmAction);
   $("#test-all").addEventListener("click", (event) => testAll(event.currentTarget));
   $("#export").addEventListener("click", downloadExport);
-  $("#restore-file").addEventListener("change", (event) => previewRestore(event.currentTarget));
-  $("#restore-cancel").addEventListener("click", () => { pendingRestore = null; $("#restore-dialog").close(); });
+  $("#export-portable").addEventListener("click", openPortableExport);
+  $("#portable-form").addEventListener("submit", downloadPortableExport);
+  $("#portable-cancel").addEventListener("click", () => $("#portable-dialog").close());
+  $("#portable-dialog").addEventListener("close", resetPortableForm);
+  $("#restore-file").addEventListener("change", (event) => chooseRestoreFile(event.currentTarget));
+  $("#restore-unlock").addEventListener("submit", unlockRestore);
+  $("#restore-cancel").addEventListener("click", () => $("#restore-dialog").close());
+  $("#restore-dialog").addEventListener("close", endRestore);
   $("#restore-confirm").addEventListener("click", (event) => confirmRestore(event.currentTarget));
   $("#provider-form").addEventListener("submit", save);
   $("#form-cancel").addEventListener("click", () => $("#provider-dialog").close());
