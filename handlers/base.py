@@ -33,7 +33,7 @@ app_log = logging.getLogger("provider_registry")
 
 _STATUS_DETAILS = {
     400: "The request is malformed.",
-    401: "A valid admin token is required: send Authorization: Bearer <token>.",
+    401: "A valid token is required: send Authorization: Bearer <token> (BACKEND_ADMIN_TOKEN or an API token).",
     403: "Forbidden.",
     404: "Not found.",
     405: "Method not allowed.",
