@@ -34,6 +34,7 @@ except ImportError:  # not built for Windows; run_event_loop falls back to async
 from handlers import AccessLog, NotFoundHandler, RequestMetrics, RequestsInFlight, default_handlers, ui_settings
 from handlers.listener import HTTPListener, raise_open_file_limit
 from handlers.request_guard import RequestGuard
+from outbound.client import USER_AGENT as OUTBOUND_USER_AGENT
 from outbound.client import OutboundClient
 from registry import backup_file
 from registry.access import CLI, ROLES
@@ -169,6 +170,7 @@ def make_app(runtime: Runtime, probes: ProbeService, webhooks: WebhookService,
         routes=tuple(default_handlers),
         log_function=AccessLog(),
         requests_in_flight=RequestsInFlight(),
+        outbound_user_agent=OUTBOUND_USER_AGENT,  # what the API refuses: requests this registry sent itself
         metrics=metrics,
         observe_request=None if metrics is None else RequestMetrics(metrics.registry),
         **ui_settings,

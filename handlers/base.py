@@ -292,6 +292,11 @@ class BaseHandler(AnnouncesClose, JsonErrors, RequestHandler):
             refusal = self.guard.origin_refusal(origin, headers.get("Sec-Fetch-Site"), self.request.host)
             if refusal:
                 raise ApiError(403, refusal)
+            if headers.get("User-Agent") == self.settings.get("outbound_user_agent"):
+                # A webhook (or a provider) pointed at this registry itself: a delivery could start a
+                # bulk test or a sync, and a ping of a webhook pointed at its own ping path recurse.
+                raise ApiError(403, "Requests sent by this registry's own outbound client are refused: a webhook "
+                                    "or base URL points at the registry itself.")
             if (self.request.method == "OPTIONS" and self.guard.is_listed(origin)
                     and "Access-Control-Request-Method" in headers):
                 self._answer_preflight()

@@ -435,3 +435,13 @@ async def test_a_receiver_answering_a_huge_body_is_cut_short(api, webhook_receiv
 async def test_a_description_with_a_control_character_is_422(api, webhook_receiver):
     response = await api.post("/api/webhooks", json={"url": webhook_receiver.url + "/hook", "description": "a\x00b"})
     assert response.code == 422 and [e["path"] for e in response.json()["errors"]] == ["/description"]
+
+
+async def test_a_webhook_pointed_at_the_registry_itself_is_refused_and_does_not_recurse(api, http_server, base_url):
+    webhook = (await api.post("/api/webhooks", json={"url": base_url + "/api/webhooks/1/ping"})).json()
+    assert webhook["id"] == 1
+    started = time.monotonic()
+    attempt = (await api.post(f"/api/webhooks/{webhook['id']}/ping")).json()
+    assert (attempt["outcome"], attempt["status_code"]) == ("failed", 403)
+    assert time.monotonic() - started < 2
+    assert len(await deliveries(api, webhook["id"])) == 1  # one ping, not a chain of them
