@@ -145,13 +145,6 @@ def next_due_at(conn: sqlite3.Connection, webhook_ids: Iterable[int], skip: Iter
                         (json.dumps(list(webhook_ids)), json.dumps(list(skip)))).fetchone()[0]
 
 
-def pending_count(conn: sqlite3.Connection, webhook_id: int | None = None) -> int:
-    if webhook_id is None:
-        return conn.execute("SELECT count(*) FROM webhook_messages WHERE state = 'pending'").fetchone()[0]
-    return conn.execute("SELECT count(*) FROM webhook_messages WHERE state = 'pending' AND webhook_id = ?",
-                        (webhook_id,)).fetchone()[0]
-
-
 def record_attempt(conn: sqlite3.Connection, message: Message | None, delivery: dict[str, Any],
                    next_attempt_at: float | None) -> int | None:
     """Log one delivery attempt and, for an outbox message, move it on: delivered (it leaves the
@@ -194,8 +187,3 @@ def list_deliveries(conn: sqlite3.Connection, webhook_id: int, limit: int) -> li
     rows = conn.execute(f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM webhook_deliveries WHERE webhook_id = ? "
                         "ORDER BY id DESC LIMIT ?", (webhook_id, limit))
     return [dict(zip(_DELIVERY_COLUMNS, r, strict=True)) for r in rows]
-
-
-def latest_delivery_id(conn: sqlite3.Connection, webhook_id: int) -> int | None:
-    row = conn.execute("SELECT max(id) FROM webhook_deliveries WHERE webhook_id = ?", (webhook_id,)).fetchone()
-    return row[0]

